@@ -1,0 +1,31 @@
+# Two commands do all the set-up on a fresh machine: `make run` (the station) and `make test` (the suite).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench package clean-venv
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned to the CPU wheel, so nothing later can pull a CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/station
+
+test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m training.bench
+
+package: $(STAMP)
+	$(PY) -m pip install --quiet -r packaging/requirements-package.txt
+	$(PY) packaging/build.py
+
+clean-venv:
+	rm -rf $(VENV)
