@@ -1,0 +1,65 @@
+"""Anomaly maps: from a coarse patch grid to the input image, smoothed once.
+
+Blurring happens on the patch grid (a Gaussian of ``sigma_px`` input-working pixels is
+``sigma_px / stride`` grid cells), then one bilinear resize brings the map to the target size.
+That is the same as upsampling first and blurring at full resolution, for a fraction of the cost.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+SIGMA_PX = 4.0  # PatchCore's smoothing, in working-resolution pixels
+
+
+def smooth_grid(grid: np.ndarray, stride: int, sigma_px: float = SIGMA_PX) -> np.ndarray:
+    sigma = sigma_px / float(stride)
+    g = np.ascontiguousarray(grid, dtype=np.float32)
+    if sigma <= 0:
+        return g
+    return cv2.GaussianBlur(g, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+
+
+def upsample(grid: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    h, w = size_hw
+    return cv2.resize(grid, (int(w), int(h)), interpolation=cv2.INTER_LINEAR)
+
+
+def to_image(
+    grid: np.ndarray,
+    stride: int,
+    roi_shape_hw: tuple[int, int],
+    image_shape_hw: tuple[int, int],
+    roi_xywh: tuple[int, int, int, int] | None,
+    scale: float = 1.0,
+) -> np.ndarray:
+    """Smooth ``grid``, bring it to the ROI's size, place it in an image-sized map, divide by scale."""
+    smooth = smooth_grid(grid, stride)
+    if scale != 1.0:
+        smooth *= np.float32(1.0 / scale)
+    roi_map = upsample(smooth, roi_shape_hw)
+    if roi_xywh is None or tuple(roi_shape_hw) == tuple(image_shape_hw):
+        return roi_map
+    x, y, w, h = roi_xywh
+    full = np.zeros(image_shape_hw, dtype=np.float32)
+    full[y : y + h, x : x + w] = roi_map
+    return full
+
+
+def region_of(amap: np.ndarray, level: float) -> tuple[int, int, int, int] | None:
+    """Bounding box (x, y, w, h) of the connected area around the map's peak that is >= level."""
+    if amap.size == 0:
+        return None
+    peak = float(amap.max())
+    if not np.isfinite(peak) or peak < level:
+        return None
+    binary = (amap >= max(level, 0.5 * peak)).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if n <= 1:
+        return None
+    py, px = np.unravel_index(int(np.argmax(amap)), amap.shape)
+    lab = int(labels[py, px])
+    if lab == 0:  # pragma: no cover - the peak is always inside the binary mask
+        return None
+    x, y, w, h = (int(v) for v in stats[lab, :4])
+    return x, y, w, h

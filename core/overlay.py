@@ -1,0 +1,38 @@
+"""Heatmap overlays for people: the anomaly map blended over the part, the region outlined.
+
+Normalised maps (1.0 = the model's threshold) are shown on a fixed scale, 0 .. OVERLAY_MAX, so the
+same colour means the same thing on every part and every shift; nothing is auto-stretched.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+OVERLAY_MAX = 2.0  # normalised score shown at full colour
+OVERLAY_FLOOR = 0.5  # below this the part shows through untinted
+
+_VERDICT_BGR = {"PASS": (60, 170, 40), "FAIL": (40, 40, 220), "REVIEW": (0, 170, 240)}
+
+
+def colorize(amap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised map -> (RGB uint8 colour image, alpha 0..1 float32 per pixel)."""
+    v = np.clip(amap / OVERLAY_MAX, 0.0, 1.0)
+    u8 = (v * 255.0).astype(np.uint8)
+    rgb = cv2.applyColorMap(u8, cv2.COLORMAP_JET)[:, :, ::-1]
+    alpha = np.clip((amap - OVERLAY_FLOOR) / (1.0 - OVERLAY_FLOOR), 0.0, 1.0).astype(np.float32) * 0.6
+    return rgb, alpha
+
+
+def blend(image: np.ndarray, amap: np.ndarray, region=None, decision: str | None = None) -> np.ndarray:
+    """RGB uint8 image + normalised map (same H, W) -> RGB uint8 overlay."""
+    if amap.shape[:2] != image.shape[:2]:
+        amap = cv2.resize(amap, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    rgb, alpha = colorize(amap)
+    a = alpha[:, :, None]
+    out = (image.astype(np.float32) * (1.0 - a) + rgb.astype(np.float32) * a).astype(np.uint8)
+    if region is not None:
+        x, y, w, h = region
+        color = _VERDICT_BGR.get(decision or "FAIL", (40, 40, 220))[::-1]
+        thick = max(2, int(round(max(image.shape[:2]) / 300)))
+        cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), color, thick, cv2.LINE_AA)
+    return out

@@ -1,0 +1,93 @@
+"""PatchCore: a memory bank of good-part patch features and nearest-neighbour distances.
+
+A plain NumPy object. Features arrive already projected (see ``core.projection``), their columns
+ordered by decreasing variance, so the coreset can run on the leading columns.
+
+Nearest-neighbour search is one matrix product per chunk of query patches, with the bank stored
+augmented as ``[-2 m, |m|^2]`` so that ``[q, 1] . [-2 m, |m|^2] = |q - m|^2 - |q|^2`` comes straight
+out of BLAS; a row minimum and ``|q|^2`` finish the job.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .coreset import coreset_size, greedy_coreset
+
+CHUNK = 2048  # query patches per matrix product (keeps the distance block around 16 MB)
+
+
+class PatchCore:
+    name = "patchcore"
+
+    def __init__(self, memory: np.ndarray, source: np.ndarray | None = None):
+        memory = np.ascontiguousarray(memory, dtype=np.float32)
+        if memory.ndim != 2 or memory.shape[0] == 0:
+            raise ValueError("memory bank must be a non-empty (M, D) array")
+        self.memory = memory
+        self.source = (
+            np.full(memory.shape[0], -1, dtype=np.int32)
+            if source is None
+            else np.ascontiguousarray(source, dtype=np.int32)
+        )
+        sq = np.einsum("ij,ij->i", memory, memory)
+        self._bank_t = np.ascontiguousarray(
+            np.concatenate([-2.0 * memory, sq[:, None]], axis=1).T, dtype=np.float32
+        )  # (D + 1, M)
+
+    @property
+    def dim(self) -> int:
+        return self.memory.shape[1]
+
+    def __len__(self) -> int:
+        return self.memory.shape[0]
+
+    # -- search ---------------------------------------------------------------------------
+    def nearest(self, queries: np.ndarray, exclude_source: int | None = None) -> np.ndarray:
+        """Euclidean distance from each query row (N, D) to its nearest bank entry."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        n = q.shape[0]
+        out = np.empty(n, dtype=np.float32)
+        bank_t = self._bank_t
+        if exclude_source is not None:
+            keep = self.source != exclude_source
+            bank_t = np.ascontiguousarray(bank_t[:, keep])
+        qa = np.empty((min(n, CHUNK), q.shape[1] + 1), dtype=np.float32)
+        qa[:, -1] = 1.0
+        for start in range(0, n, CHUNK):
+            stop = min(n, start + CHUNK)
+            block = qa[: stop - start]
+            block[:, :-1] = q[start:stop]
+            d = block @ bank_t
+            out[start:stop] = d.min(axis=1)
+        out += np.einsum("ij,ij->i", q, q)
+        np.maximum(out, 0.0, out=out)
+        return np.sqrt(out, out=out)
+
+    def distance_grid(self, features: np.ndarray, exclude_source: int | None = None) -> np.ndarray:
+        """(D, h, w) feature map -> (h, w) patch distances."""
+        d, h, w = features.shape
+        q = features.reshape(d, h * w).T
+        return self.nearest(q, exclude_source).reshape(h, w)
+
+    # -- training -------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        patches: np.ndarray,
+        image_ids: np.ndarray,
+        *,
+        ratio: float = 0.01,
+        minimum: int = 1024,
+        maximum: int = 4096,
+        select_dims: int = 32,
+        seed: int = 0,
+        cancel: Callable[[], bool] | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> "PatchCore":
+        """Build the bank from all good patches (N, D) with greedy k-center on the leading dims."""
+        k = coreset_size(patches.shape[0], ratio, minimum, maximum)
+        view = patches[:, : min(select_dims, patches.shape[1])]
+        idx = greedy_coreset(view, k, seed=seed, cancel=cancel, progress=progress)
+        return cls(patches[idx], image_ids[idx])

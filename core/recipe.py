@@ -1,0 +1,288 @@
+"""Product recipes: one versioned folder per product version, loaded without running code.
+
+    <root>/<product>/v0003/
+        manifest.json          schema version, backbone, working size, ROI, thresholds,
+                               training summary, creation time, per-file sha256, content hash
+        tensors.safetensors    projection, memory bank, network weights, calibration scores
+        embedder.onnx          exported inference graphs (data, not code)
+        autoencoder.onnx
+        classifier.onnx        only when the recipe has labelled defects
+        reference.png          a good part, for drawing the region of interest
+
+Saves are atomic: everything is written and fsynced into a hidden temporary folder which is then
+renamed to the next free version number, so a crash leaves either a complete version or none.
+Loading checks the schema version and every file's hash and refuses anything else with a message.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from .calibration import Threshold
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+TENSORS = "tensors.safetensors"
+REFERENCE = "reference.png"
+_VERSION_RE = re.compile(r"^v(\d{4,})$")
+_PRODUCT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}$")
+
+
+class RecipeError(Exception):
+    """A recipe cannot be used; ``str()`` says why in plain words."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _content_hash(manifest: dict) -> str:
+    body = {k: v for k, v in manifest.items() if k != "content_hash"}
+    return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def check_product_name(name: str) -> str:
+    name = str(name).strip()
+    if not _PRODUCT_RE.match(name):
+        raise RecipeError(
+            "A product name must start with a letter or digit and use only letters, digits, "
+            "spaces, '-', '_' or '.' (at most 64 characters)."
+        )
+    return name
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Recipe:
+    manifest: dict[str, Any]
+    tensors: dict[str, np.ndarray]
+    onnx: dict[str, bytes] = field(default_factory=dict)  # model name -> serialized graph
+    reference_png: bytes | None = None
+    path: Path | None = None
+
+    # -- convenient views ----------------------------------------------------------------
+    @property
+    def product(self) -> str:
+        return self.manifest["product"]
+
+    @property
+    def version(self) -> int:
+        return int(self.manifest.get("version", 0))
+
+    @property
+    def label(self) -> str:
+        return f"{self.product} v{self.version}"
+
+    @property
+    def backbone(self) -> str:
+        return self.manifest["backbone"]["name"]
+
+    @property
+    def working_shape(self) -> tuple[int, int]:
+        h, w = self.manifest["working_shape"]
+        return int(h), int(w)
+
+    @property
+    def roi(self) -> tuple[int, int, int, int] | None:
+        roi = self.manifest.get("roi")
+        return None if roi is None else tuple(int(v) for v in roi)
+
+    @property
+    def reference_size(self) -> tuple[int, int] | None:
+        ref = self.manifest.get("reference_size")
+        return None if ref is None else (int(ref[0]), int(ref[1]))
+
+    @property
+    def ignore_zones(self) -> list[tuple[int, int, int, int]]:
+        return [tuple(int(v) for v in z) for z in self.manifest.get("ignore_zones", [])]
+
+    @property
+    def models(self) -> list[str]:
+        return [m for m in ("patchcore", "autoencoder", "classifier") if m in self.manifest["thresholds"]]
+
+    def threshold(self, name: str) -> Threshold:
+        return Threshold.from_dict(self.manifest["thresholds"][name])
+
+    def with_thresholds(self, changes: dict[str, Threshold], note: str = "") -> "Recipe":
+        """A copy with some thresholds replaced (saved later as a new version)."""
+        manifest = json.loads(json.dumps(self.manifest))
+        for name, thr in changes.items():
+            if name not in manifest["thresholds"]:
+                raise RecipeError(f"This recipe has no '{name}' model.")
+            manifest["thresholds"][name] = thr.to_dict()
+        manifest.setdefault("history", []).append(
+            {"from_version": self.version, "change": "thresholds", "note": note, "time": now_iso()}
+        )
+        return Recipe(manifest, dict(self.tensors), dict(self.onnx), self.reference_png, None)
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, root: str | os.PathLike) -> Path:
+        """Write this recipe as the next version of its product under ``root``; returns the folder."""
+        product = check_product_name(self.product)
+        product_dir = Path(root) / product
+        product_dir.mkdir(parents=True, exist_ok=True)
+        tmp = product_dir / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            files: dict[str, bytes] = {TENSORS: st_save({k: np.ascontiguousarray(v) for k, v in self.tensors.items()})}
+            for name, data in self.onnx.items():
+                files[f"{name}.onnx"] = data
+            if self.reference_png is not None:
+                files[REFERENCE] = self.reference_png
+            for fname, data in files.items():
+                _fsync_write(tmp / fname, data)
+            while True:
+                version = next_version(root, product)
+                manifest = dict(self.manifest)
+                manifest.update(
+                    schema_version=SCHEMA_VERSION,
+                    product=product,
+                    version=version,
+                    created=manifest.get("created") or now_iso(),
+                    files={fname: _sha256(data) for fname, data in sorted(files.items())},
+                )
+                manifest["content_hash"] = _content_hash(manifest)
+                _fsync_write(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+                _fsync_dir(tmp)
+                target = product_dir / f"v{version:04d}"
+                try:
+                    os.rename(tmp, target)  # atomic; fails if the target exists (a concurrent save)
+                except OSError:
+                    if target.exists():
+                        continue
+                    raise
+                break
+            _fsync_dir(product_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.manifest = manifest
+        self.path = target
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Recipe":
+        path = Path(path)
+        mpath = path / MANIFEST
+        if not mpath.is_file():
+            raise RecipeError(f"'{path}' is not a recipe folder (no {MANIFEST}).")
+        try:
+            manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RecipeError(f"The recipe at '{path}' is damaged: its manifest cannot be read ({exc}).") from exc
+        if not isinstance(manifest, dict):
+            raise RecipeError(f"The recipe at '{path}' is damaged: its manifest is not a JSON object.")
+        schema = manifest.get("schema_version")
+        if schema != SCHEMA_VERSION:
+            raise RecipeError(
+                f"The recipe at '{path}' uses schema version {schema}; this station reads version "
+                f"{SCHEMA_VERSION}. Re-train the product with this station, or use a station of the "
+                "matching version."
+            )
+        files = manifest.get("files")
+        if not isinstance(files, dict) or TENSORS not in files:
+            raise RecipeError(f"The recipe at '{path}' is damaged: its file list is missing.")
+        if manifest.get("content_hash") != _content_hash(manifest):
+            raise RecipeError(f"The recipe at '{path}' is damaged: its manifest was altered.")
+        blobs: dict[str, bytes] = {}
+        for fname, digest in files.items():
+            fpath = path / fname
+            if "/" in fname or "\\" in fname or not fpath.is_file():
+                raise RecipeError(f"The recipe at '{path}' is damaged: file '{fname}' is missing.")
+            data = fpath.read_bytes()
+            if _sha256(data) != digest:
+                raise RecipeError(
+                    f"The recipe at '{path}' is damaged: file '{fname}' does not match its checksum."
+                )
+            blobs[fname] = data
+        try:
+            tensors = st_load(blobs.pop(TENSORS))
+        except Exception as exc:  # safetensors raises its own error types
+            raise RecipeError(f"The recipe at '{path}' is damaged: its tensors cannot be read ({exc}).") from exc
+        reference = blobs.pop(REFERENCE, None)
+        onnx = {fname[: -len(".onnx")]: data for fname, data in blobs.items() if fname.endswith(".onnx")}
+        return cls(manifest=manifest, tensors=tensors, onnx=onnx, reference_png=reference, path=path)
+
+
+# -- the recipe library on disk ----------------------------------------------------------
+def versions(root: str | os.PathLike, product: str) -> list[int]:
+    d = Path(root) / product
+    if not d.is_dir():
+        return []
+    out = []
+    for child in d.iterdir():
+        m = _VERSION_RE.match(child.name)
+        if m and child.is_dir():
+            out.append(int(m.group(1)))
+    return sorted(out)
+
+
+def next_version(root: str | os.PathLike, product: str) -> int:
+    v = versions(root, product)
+    return (v[-1] + 1) if v else 1
+
+
+def products(root: str | os.PathLike) -> list[str]:
+    r = Path(root)
+    if not r.is_dir():
+        return []
+    return sorted(p.name for p in r.iterdir() if p.is_dir() and not p.name.startswith(".") and versions(r, p.name))
+
+
+def recipe_path(root: str | os.PathLike, product: str, version: int | None = None) -> Path:
+    v = versions(root, product)
+    if not v:
+        raise RecipeError(f"There is no recipe for product '{product}'.")
+    if version is None:
+        version = v[-1]
+    if version not in v:
+        raise RecipeError(f"Product '{product}' has no version {version} (versions: {', '.join(map(str, v))}).")
+    return Path(root) / product / f"v{version:04d}"
+
+
+def load_recipe(path_or_root: str | os.PathLike, product: str | None = None, version: int | None = None) -> Recipe:
+    """Load a recipe from its folder, or by product (and version, default latest) under a root."""
+    if product is None:
+        p = Path(path_or_root)
+        if not (p / MANIFEST).is_file() and p.is_dir():
+            # a product folder: take its latest version
+            v = versions(p.parent, p.name)
+            if v:
+                return Recipe.load(recipe_path(p.parent, p.name, version))
+        return Recipe.load(p)
+    return Recipe.load(recipe_path(path_or_root, product, version))

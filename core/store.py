@@ -1,0 +1,383 @@
+"""Results store: every inspection and every operator review, in one SQLite file (WAL mode).
+
+One connection per :class:`ResultsStore`, shared by the worker thread and the UI thread behind a
+lock. Every write is its own committed transaction, so a crash right after a call loses nothing
+the call reported as written. Reviews are append-only (enforced by triggers in the database); the
+latest review of an inspection is its current operator decision.
+
+Timestamps are ISO-8601 UTC text with milliseconds (``2024-05-01T12:00:00.123Z``), so they sort
+and compare as text. Naive datetimes given to this module are taken as UTC.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from core.types import Decision, Inspection
+
+SCHEMA_VERSION = 1
+REVIEW_DECISIONS = ("good", "defect")
+BUSY_TIMEOUT_MS = 5000
+
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS inspections (
+        id             INTEGER PRIMARY KEY,
+        ts             TEXT    NOT NULL,
+        source         TEXT    NOT NULL DEFAULT '',
+        recipe         TEXT    NOT NULL DEFAULT '',
+        recipe_version INTEGER NOT NULL DEFAULT 0,
+        decision       TEXT    CHECK (decision IN ('PASS', 'FAIL', 'REVIEW')),
+        reasons        TEXT    NOT NULL DEFAULT '[]',
+        notes          TEXT    NOT NULL DEFAULT '[]',
+        scores         TEXT    NOT NULL DEFAULT '{}',
+        fused          REAL,
+        image_path     TEXT,
+        heatmap_path   TEXT,
+        latency_ms     REAL,
+        mode           TEXT    NOT NULL DEFAULT 'cli',
+        error          TEXT,
+        CHECK ((decision IS NULL) <> (error IS NULL))
+    )
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS idx_inspections_ts ON inspections (ts)
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS idx_inspections_recipe ON inspections (recipe, recipe_version)
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS idx_inspections_decision ON inspections (decision)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS reviews (
+        id            INTEGER PRIMARY KEY,
+        inspection_id INTEGER NOT NULL REFERENCES inspections (id),
+        ts            TEXT    NOT NULL,
+        decision      TEXT    NOT NULL CHECK (decision IN ('good', 'defect')),
+        note          TEXT    NOT NULL DEFAULT '',
+        operator      TEXT    NOT NULL DEFAULT ''
+    )
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS idx_reviews_inspection ON reviews (inspection_id, id)
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS reviews_no_update BEFORE UPDATE ON reviews
+    BEGIN
+        SELECT RAISE(ABORT, 'reviews are append-only: UPDATE is not allowed');
+    END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS reviews_no_delete BEFORE DELETE ON reviews
+    BEGIN
+        SELECT RAISE(ABORT, 'reviews are append-only: DELETE is not allowed');
+    END
+    """,
+)
+
+# Inspection columns plus the latest review (highest review id) of each inspection.
+_SELECT = """
+SELECT i.*, r.decision AS review, r.note AS review_note
+FROM inspections AS i
+LEFT JOIN reviews AS r
+    ON r.id = (SELECT MAX(id) FROM reviews WHERE inspection_id = i.id)
+"""
+
+
+class StoreError(Exception):
+    """The store cannot be opened or a request cannot be honoured."""
+
+
+def utc_iso(when: datetime | str | None = None) -> str:
+    """``when`` (default: now) as ISO-8601 UTC text with milliseconds and a ``Z`` suffix."""
+    if when is None:
+        when = datetime.now(timezone.utc)
+    elif isinstance(when, str):
+        try:
+            when = datetime.fromisoformat(when)
+        except ValueError as exc:
+            raise StoreError(f"not an ISO-8601 timestamp: {when!r}") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    when = when.astimezone(timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def _enum_value(x: Any) -> str:
+    return str(getattr(x, "value", x))
+
+
+def _decode(row: sqlite3.Row) -> dict:
+    d = dict(row)
+    for key in ("reasons", "notes", "scores"):
+        d[key] = json.loads(d[key])
+    return d
+
+
+class ResultsStore:
+    """Inspections and reviews in one SQLite file. Thread-safe; use as a context manager."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            conn = sqlite3.connect(
+                str(self.path), check_same_thread=False, isolation_level=None,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open results store {self.path}: {exc}") from exc
+        try:
+            self._setup(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn: sqlite3.Connection | None = conn
+
+    @staticmethod
+    def _setup(conn: sqlite3.Connection) -> None:
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"results store has schema version {version}, newer than this program "
+                    f"supports ({SCHEMA_VERSION}); use a newer version of the station"
+                )
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"cannot switch the results store to WAL mode (got {mode!r})")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if version < SCHEMA_VERSION:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open results store: {exc}") from exc
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("results store is closed")
+        return self._conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Hold the lock for one write transaction; commit on success, roll back on error."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _insert(self, sql: str, params: tuple) -> int:
+        """Run one INSERT as its own committed transaction; return the new row id."""
+        with self._transaction() as conn:
+            return int(conn.execute(sql, params).lastrowid)
+
+    def _fetch(self, sql: str, params: Iterable = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._connection().execute(sql, tuple(params)).fetchall()
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def add_inspection(
+        self,
+        inspection: Inspection,
+        *,
+        image_path: str | Path | None = None,
+        heatmap_path: str | Path | None = None,
+        mode: str = "cli",
+        ts: datetime | str | None = None,
+    ) -> int:
+        """Store one inspection result; return its id. ``ts`` defaults to now."""
+        v = inspection.verdict
+        scores = {
+            s.model: {
+                "raw": float(s.raw),
+                "score": float(s.score),
+                "state": _enum_value(s.state),
+                "band": [float(s.band[0]), float(s.band[1])],
+            }
+            for s in v.scores
+        }
+        return self._insert(
+            "INSERT INTO inspections (ts, source, recipe, recipe_version, decision, reasons,"
+            " notes, scores, fused, image_path, heatmap_path, latency_ms, mode)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                utc_iso(ts), inspection.source, inspection.recipe, int(inspection.recipe_version),
+                Decision(v.decision).value,
+                json.dumps([_enum_value(r) for r in v.reasons]),
+                json.dumps([str(n) for n in v.notes]),
+                json.dumps(scores),
+                float(v.fused),
+                None if image_path is None else str(image_path),
+                None if heatmap_path is None else str(heatmap_path),
+                float(inspection.latency_ms),
+                mode,
+            ),
+        )
+
+    def add_error(
+        self,
+        source: str,
+        error: str,
+        *,
+        recipe: str = "",
+        recipe_version: int = 0,
+        mode: str = "batch",
+        ts: datetime | str | None = None,
+    ) -> int:
+        """Record a file that could not be inspected (decision NULL); return its id."""
+        return self._insert(
+            "INSERT INTO inspections (ts, source, recipe, recipe_version, error, mode)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (utc_iso(ts), str(source), recipe, int(recipe_version), str(error), mode),
+        )
+
+    def add_review(
+        self, inspection_id: int, decision: str, note: str = "", operator: str = ""
+    ) -> int:
+        """Append an operator review ('good' or 'defect'); it supersedes earlier ones."""
+        if decision not in REVIEW_DECISIONS:
+            raise ValueError(f"review decision must be one of {REVIEW_DECISIONS}, got {decision!r}")
+        with self._transaction() as conn:
+            if conn.execute(
+                "SELECT 1 FROM inspections WHERE id = ?", (int(inspection_id),)
+            ).fetchone() is None:
+                raise StoreError(f"no inspection with id {inspection_id}")
+            return int(conn.execute(
+                "INSERT INTO reviews (inspection_id, ts, decision, note, operator)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (int(inspection_id), utc_iso(), decision, note, operator),
+            ).lastrowid)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get_inspection(self, inspection_id: int) -> dict | None:
+        rows = self._fetch(_SELECT + " WHERE i.id = ?", (int(inspection_id),))
+        return _decode(rows[0]) if rows else None
+
+    def query_inspections(
+        self,
+        *,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        recipe: str | None = None,
+        recipe_version: int | None = None,
+        decisions: Iterable[str | Decision] | None = None,
+        limit: int | None = 500,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[dict]:
+        """Inspections with ``since <= ts < until`` and the other filters, decoded.
+
+        Each dict holds the columns (reasons/notes/scores parsed) plus ``review`` and
+        ``review_note`` from the latest review (None when unreviewed). ``limit=None``: no limit.
+        """
+        where, params = [], []
+        if since is not None:
+            where.append("i.ts >= ?")
+            params.append(utc_iso(since))
+        if until is not None:
+            where.append("i.ts < ?")
+            params.append(utc_iso(until))
+        if recipe is not None:
+            where.append("i.recipe = ?")
+            params.append(recipe)
+        if recipe_version is not None:
+            where.append("i.recipe_version = ?")
+            params.append(int(recipe_version))
+        if decisions is not None:
+            wanted = sorted({Decision(_enum_value(d)).value for d in decisions})
+            if not wanted:
+                return []
+            where.append(f"i.decision IN ({', '.join('?' * len(wanted))})")
+            params.extend(wanted)
+        sql = _SELECT
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        order = "DESC" if newest_first else "ASC"
+        sql += f" ORDER BY i.ts {order}, i.id {order} LIMIT ? OFFSET ?"
+        params += [-1 if limit is None else int(limit), int(offset)]
+        return [_decode(r) for r in self._fetch(sql, params)]
+
+    def reviews_for(self, inspection_id: int) -> list[dict]:
+        """All reviews of one inspection, oldest first."""
+        rows = self._fetch(
+            "SELECT * FROM reviews WHERE inspection_id = ? ORDER BY id", (int(inspection_id),)
+        )
+        return [dict(r) for r in rows]
+
+    def pending_reviews(self, recipe: str | None = None) -> list[dict]:
+        """REVIEW inspections that no operator has reviewed yet, oldest first."""
+        sql = (
+            _SELECT + " WHERE i.decision = 'REVIEW'"
+            " AND NOT EXISTS (SELECT 1 FROM reviews WHERE inspection_id = i.id)"
+        )
+        params: list = []
+        if recipe is not None:
+            sql += " AND i.recipe = ?"
+            params.append(recipe)
+        sql += " ORDER BY i.ts, i.id"
+        return [_decode(r) for r in self._fetch(sql, params)]
+
+    def counts(self, since: datetime | str | None = None, recipe: str | None = None) -> dict:
+        """``{"inspected", "PASS", "FAIL", "REVIEW", "errors"}``; inspected excludes errors."""
+        sql = (
+            "SELECT COUNT(decision), SUM(decision = 'PASS'), SUM(decision = 'FAIL'),"
+            " SUM(decision = 'REVIEW'), COUNT(error) FROM inspections WHERE 1"
+        )
+        params: list = []
+        if since is not None:
+            sql += " AND ts >= ?"
+            params.append(utc_iso(since))
+        if recipe is not None:
+            sql += " AND recipe = ?"
+            params.append(recipe)
+        row = self._fetch(sql, params)[0]
+        keys = ("inspected", "PASS", "FAIL", "REVIEW", "errors")
+        return {k: int(v or 0) for k, v in zip(keys, tuple(row))}
+
+    def recipes(self) -> list[tuple[str, int]]:
+        """Distinct (recipe, recipe_version) pairs with a non-empty recipe name, sorted."""
+        rows = self._fetch(
+            "SELECT DISTINCT recipe, recipe_version FROM inspections WHERE recipe <> ''"
+            " ORDER BY recipe, recipe_version"
+        )
+        return [(r[0], int(r[1])) for r in rows]

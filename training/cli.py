@@ -1,0 +1,269 @@
+"""station-cli: headless training, inspection, evaluation and benchmarking.
+
+    station-cli train --good DIR [--defect DIR] --out RECIPE [--backbone NAME] [--size N]
+    station-cli inspect --recipe RECIPE PATH... [--csv FILE] [--heatmaps DIR] [--store DB]
+    station-cli evaluate --dataset CATEGORY_DIR [--recipe RECIPE] --json FILE
+    station-cli benchmark --recipe RECIPE --images DIR
+
+RECIPE is a product folder (its newest version is used, and ``train --out`` adds the next version)
+or one version's folder (``.../bottle/v0002``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+def _progress_bar(desc: str):
+    bar = tqdm(total=100, desc=desc, unit="%", bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}", file=sys.stderr)
+
+    def update(stage: str, fraction: float) -> None:
+        bar.n = round(100 * fraction, 1)
+        bar.set_postfix_str(stage, refresh=False)
+        bar.refresh()
+
+    return bar, update
+
+
+def _box(text: str | None):
+    if not text:
+        return None
+    parts = [int(v) for v in text.replace(" ", "").split(",")]
+    if len(parts) != 4 or parts[2] <= 0 or parts[3] <= 0:
+        raise SystemExit("A box is given as x,y,width,height in pixels, e.g. 100,50,600,400")
+    return tuple(parts)
+
+
+def cmd_train(args) -> int:
+    from core.images import ImageError, list_images
+    from core.trainer import TrainConfig, TrainingError, train_recipe
+
+    out = Path(args.out)
+    if (out / "manifest.json").exists():
+        out = out.parent  # a version folder was given: add a version to its product
+    product = args.product or out.name
+    try:
+        good = list_images([args.good])
+        defect = list_images([args.defect]) if args.defect else []
+    except ImageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    config = TrainConfig(
+        backbone=args.backbone, size=args.size, roi=_box(args.roi),
+        ignore_zones=tuple(_box(z) for z in args.ignore or []),
+        false_reject_budget=args.budget, threads=args.threads, seed=args.seed,
+    )
+    bar, update = _progress_bar(f"Training '{product}'")
+    try:
+        recipe = train_recipe(good, defect, product=product, config=config, progress=update,
+                              sources={"good": str(args.good), "defect": str(args.defect or "")})
+    except TrainingError as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        bar.close()
+    path = recipe.save(out.parent if str(out.parent) else ".")
+    _print_recipe_summary(recipe, path)
+    return 0
+
+
+def _print_recipe_summary(recipe, path) -> None:
+    t = recipe.manifest["training"]
+    print(f"Saved {recipe.label} to {path}")
+    print(f"  trained on {t['n_good']} good / {t['n_defect']} defect images in {t['seconds']:.1f} s;"
+          f" working size {recipe.working_shape[1]}x{recipe.working_shape[0]}")
+    for m in recipe.models:
+        thr = recipe.threshold(m)
+        print(f"  {m:12s} threshold {thr.value:.4g} (band {thr.low:.4g}..{thr.high:.4g}, "
+              f"{thr.n} held-out good images, budget 1 in {round(1 / thr.budget)})")
+    for s in t["skipped"]:
+        print(f"  skipped {s['source']}: {s['error']}")
+
+
+def _load_inspector(args):
+    from core.engine import Inspector
+    from core.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    inspector = Inspector(recipe, backend=args.backend, threads=args.threads)
+    if inspector.fallback_reason and args.backend == "auto":
+        print(f"note: using torch ({inspector.fallback_reason})", file=sys.stderr)
+    return inspector
+
+
+def cmd_inspect(args) -> int:
+    from core import overlay
+    from core.batch import inspect_files
+    from core.images import ImageError, list_images, save_image_atomic
+    from core.recipe import RecipeError
+    from core.store import ResultsStore
+
+    try:
+        inspector = _load_inspector(args)
+        files = list_images(args.paths)
+    except (RecipeError, ImageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    heat_dir = Path(args.heatmaps) if args.heatmaps else None
+    store = ResultsStore(args.store) if args.store else None
+    models = inspector.recipe.models
+    header = ["path", "verdict", *[f"{m}" for m in ("patchcore", "autoencoder", "classifier")], "fused",
+              "reasons", "latency_ms", "heatmap", "error"]
+    rows = []
+    counts = {"PASS": 0, "FAIL": 0, "REVIEW": 0, "error": 0}
+    used_names: set[str] = set()
+    for item in tqdm(inspect_files(inspector, files, keep_images=heat_dir is not None), total=len(files),
+                     desc="Inspecting", unit="img", file=sys.stderr):
+        if not item.ok:
+            counts["error"] += 1
+            rows.append([item.path, "", "", "", "", "", "", "", "", item.error])
+            if store:
+                store.add_error(item.path, item.error, recipe=inspector.recipe.product,
+                                recipe_version=inspector.recipe.version, mode="cli")
+            continue
+        r = item.inspection
+        v = r.verdict
+        counts[v.decision.value] += 1
+        heat_path = ""
+        if heat_dir is not None:
+            stem = Path(item.path).stem
+            name = f"{stem}_heatmap.png"
+            k = 1
+            while name in used_names:
+                k += 1
+                name = f"{stem}_{k}_heatmap.png"
+            used_names.add(name)
+            heat_path = str(heat_dir / name)
+            save_image_atomic(heat_path, overlay.blend(item.image, r.maps["patchcore"], r.region, v.decision.value))
+        sc = {m: v.score_of(m) for m in ("patchcore", "autoencoder", "classifier")}
+        rows.append([item.path, v.decision.value,
+                     *[f"{sc[m].score:.4f}" if sc[m] else "" for m in ("patchcore", "autoencoder", "classifier")],
+                     f"{v.fused:.4f}", ";".join(x.value for x in v.reasons), f"{r.latency_ms:.1f}", heat_path, ""])
+        if store:
+            store.add_inspection(r, image_path=item.path, heatmap_path=heat_path or None, mode="cli")
+    if store:
+        store.close()
+    if args.csv:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(header)
+        w.writerows(rows)
+        _atomic_text(args.csv, buf.getvalue())
+    print(f"{len(files)} files: {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['REVIEW']} REVIEW, "
+          f"{counts['error']} could not be inspected"
+          f" (recipe {inspector.recipe.label}, {inspector.backend}; scores are 1.0 at each model's threshold: {', '.join(models)})")
+    if not args.csv:
+        for row in rows:
+            print(f"{row[1] or 'ERROR':6s} {row[0]}" + (f"  -- {row[-1]}" if row[-1] else f"  {row[5]}  {row[6]}"))
+    return 0 if counts["error"] == 0 else 1
+
+
+def _atomic_text(path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def cmd_evaluate(args) -> int:
+    from training.evaluate import evaluate
+
+    report = evaluate(args.dataset, recipe=args.recipe, size=args.size, backbone=args.backbone,
+                      backend=args.backend, threads=args.threads, save_recipe=args.save_recipe)
+    _atomic_text(args.json, json.dumps(report, indent=2))
+    s = report["summary"]
+    print(f"image AUROC {s['image_auroc']:.4f}  pixel AUROC {s['pixel_auroc']:.4f}  PRO {s['pro']:.4f}")
+    for m, v in s["per_model"].items():
+        print(f"  {m:12s} image AUROC {v['image_auroc']:.4f}" + (f"  pixel AUROC {v['pixel_auroc']:.4f}" if v.get("pixel_auroc") is not None else ""))
+    print(f"verdicts: {s['escapes']} escapes, {s['false_rejects']} false rejects, review rate {s['review_rate']:.1%}")
+    print(f"report written to {args.json}")
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from training.benchmark import benchmark
+
+    res = benchmark(args.recipe, args.images, n=args.n, threads=args.threads, backend=args.backend)
+    for k, v in res.items():
+        print(f"{k}: {v}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="station-cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, threads_default=None):
+        sp.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")
+        sp.add_argument("--threads", type=int, default=threads_default, help="CPU threads for inference")
+
+    t = sub.add_parser("train", help="train a recipe from good images (and labelled defects)")
+    t.add_argument("--good", required=True, help="folder of good images (searched recursively)")
+    t.add_argument("--defect", help="folder of labelled defect images (enables the classifier)")
+    t.add_argument("--out", required=True, help="product folder; the recipe is saved as its next version")
+    t.add_argument("--product", help="product name (default: the --out folder's name)")
+    t.add_argument("--backbone", default="efficientnet-lite0", choices=["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"])
+    t.add_argument("--size", type=int, default=256, help="working size: short side in pixels (default 256)")
+    t.add_argument("--roi", help="region of interest x,y,w,h in the images' pixels")
+    t.add_argument("--ignore", action="append", help="ignore zone x,y,w,h (repeatable)")
+    t.add_argument("--budget", type=float, default=1 / 200, help="false-reject budget (default 0.005 = 1 in 200)")
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_train)
+
+    i = sub.add_parser("inspect", help="inspect files or folders")
+    i.add_argument("--recipe", required=True)
+    i.add_argument("paths", nargs="+")
+    i.add_argument("--csv", help="write one row per input file")
+    i.add_argument("--heatmaps", help="folder for heatmap overlays")
+    i.add_argument("--store", help="also record results in this SQLite results store")
+    common(i)
+    i.set_defaults(func=cmd_inspect)
+
+    e = sub.add_parser("evaluate", help="evaluate on an MVTec AD-style category folder")
+    e.add_argument("--dataset", required=True)
+    e.add_argument("--recipe", help="use this recipe instead of training from train/good")
+    e.add_argument("--json", required=True)
+    e.add_argument("--size", type=int, default=256)
+    e.add_argument("--backbone", default="efficientnet-lite0")
+    e.add_argument("--save-recipe", help="save the recipe trained for the evaluation under this product folder")
+    common(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    b = sub.add_parser("benchmark", help="latency, throughput and memory on a folder of images")
+    b.add_argument("--recipe", required=True)
+    b.add_argument("--images", required=True)
+    b.add_argument("--n", type=int, default=100, help="timed inspections (after warm-up)")
+    common(b, threads_default=2)
+    b.set_defaults(func=cmd_benchmark)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
