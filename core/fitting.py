@@ -16,6 +16,7 @@ AE_EPOCHS = 10
 AE_MIN_STEPS = 60
 AE_MAX_STEPS = 120
 AE_LR = 4e-3
+AE_CROP = 16  # train on random 16x16-cell crops: 4x cheaper steps at 256 px, same accuracy (bottle)
 
 
 def _check(cancel: Callable[[], bool] | None) -> None:
@@ -34,13 +35,19 @@ def train_autoencoder(
     *,
     seed: int = 0,
     steps: int | None = None,
+    crop: int = AE_CROP,
     cancel: Callable[[], bool] | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> FeatureAutoencoder:
-    """Fit the feature autoencoder on good feature maps (N, D, h, w)."""
+    """Fit the feature autoencoder on good feature maps (N, D, h, w).
+
+    The network is fully convolutional, so it trains on random crops of the maps (aligned to its
+    4-cell stride) and runs on whole maps at inference.
+    """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    n, d = feats.shape[:2]
+    n, d, h, w = feats.shape
+    ch, cw = min(crop, h) // 4 * 4, min(crop, w) // 4 * 4
     model = FeatureAutoencoder(channels=d)
     with torch.no_grad():
         model.scale.copy_(torch.from_numpy(1.0 / np.sqrt(np.asarray(variances, dtype=np.float32))))
@@ -56,7 +63,9 @@ def train_autoencoder(
             order, pos = rng.permutation(n), 0
         idx = order[pos : pos + AE_BATCH]
         pos += AE_BATCH
-        z = model.whiten(data[idx])
+        oy = int(rng.integers(0, (h - ch) // 4 + 1)) * 4
+        ox = int(rng.integers(0, (w - cw) // 4 + 1)) * 4
+        z = model.whiten(data[idx, :, oy : oy + ch, ox : ox + cw])
         loss = F.mse_loss(model.reconstruct(z), z)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -5,7 +5,7 @@ Stages (each reports progress and checks for cancellation):
  2. fit the PCA projection on raw backbone features of up to 48 images, export the embedder graph;
  3. embed every image with that graph (the very features inspection will see);
  4. PatchCore memory bank by greedy coreset on all good patches;
- 5. autoencoder on the good images minus a held-out calibration split;
+ 5. autoencoder on all good images, plus k fold models whose out-of-fold scores calibrate it;
  6. classifier, only with labelled defects (k-fold out-of-fold probabilities for its calibration);
  7. thresholds from held-out good scores only: PatchCore leave-one-image-out against the bank
     (each image scored without the bank entries it contributed), autoencoder on its held-out split;
@@ -71,7 +71,7 @@ class TrainConfig:
     coreset_min: int = 1024
     coreset_max: int = 4096
     false_reject_budget: float = DEFAULT_BUDGET
-    holdout: float = 0.2  # share of good images the autoencoder does not train on (calibration)
+    ae_folds: int = 3  # autoencoder calibration: out-of-fold scores from this many fold models
     min_good: int = 10
     seed: int = 0
     threads: int | None = None
@@ -269,10 +269,24 @@ def train_recipe(
 
     # 5. autoencoder -----------------------------------------------------------------------
     clock.stage(4)
-    n_hold = max(2, int(round(config.holdout * n)))
-    perm = rng.permutation(n)
-    hold_idx, train_idx = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
-    ae = train_autoencoder(feats[train_idx], projection.variances, seed=config.seed, cancel=clock.cancel, progress=clock.tick)
+    k = int(max(2, min(config.ae_folds, n // 3)))
+    fold = rng.permutation(n) % k
+    ae_scores = np.empty(n, dtype=np.float32)
+    for f in range(k + 1):
+        def tick(frac: float, f: int = f) -> None:
+            clock.tick((f + frac) / (k + 1))
+
+        if f < k:
+            held = fold == f
+            model = train_autoencoder(feats[~held], projection.variances, seed=config.seed + 1 + f,
+                                      cancel=clock.cancel, progress=tick)
+            with torch.no_grad():
+                maps = model(torch.from_numpy(feats[held])).numpy()[:, 0]
+            if ignore is not None:
+                maps[:, ignore] = 0.0
+            ae_scores[held] = maps.reshape(len(maps), -1).max(axis=1)
+        else:
+            ae = train_autoencoder(feats, projection.variances, seed=config.seed, cancel=clock.cancel, progress=tick)
 
     # 6. classifier ------------------------------------------------------------------------
     clock.stage(5)
@@ -291,11 +305,6 @@ def train_recipe(
             grid[ignore] = 0.0
         pc_scores[i] = grid.max()
         pc_typical[i] = np.median(grid if ignore is None else grid[~ignore])
-    with torch.no_grad():
-        ae_maps = ae(torch.from_numpy(feats[hold_idx])).numpy()[:, 0]
-    if ignore is not None:
-        ae_maps[:, ignore] = 0.0
-    ae_scores = ae_maps.reshape(len(hold_idx), -1).max(axis=1)
     budget = config.false_reject_budget
     thresholds = {
         "patchcore": fit_threshold(pc_scores, budget, seed=config.seed),
@@ -345,7 +354,7 @@ def train_recipe(
         "training": {
             "n_good": int(n),
             "n_defect": int(len(defect_feats)) if defect_feats is not None else 0,
-            "autoencoder_holdout": int(n_hold),
+            "autoencoder_folds": int(k),
             "skipped": skipped,
             "false_reject_budget": budget,
             "config": _jsonable(asdict(config)),

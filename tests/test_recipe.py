@@ -1,0 +1,108 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from core import recipe as recipe_mod
+from core.calibration import Threshold
+from core.recipe import Recipe, RecipeError, load_recipe, products, versions
+
+
+def _copy(tiny_recipe_path, tmp_path):
+    dst = tmp_path / "r" / "tiny" / "v0001"
+    shutil.copytree(tiny_recipe_path, dst)
+    return dst
+
+
+def test_manifest_has_the_documented_fields(tiny_recipe):
+    m = tiny_recipe.manifest
+    for key in ("schema_version", "product", "version", "created", "backbone", "working_shape", "roi",
+                "thresholds", "training", "files", "content_hash", "reference_size"):
+        assert key in m
+    assert m["backbone"]["name"] == "efficientnet-lite0"
+    assert set(m["thresholds"]) == {"patchcore", "autoencoder"}
+    assert m["training"]["n_good"] == 14
+    assert set(tiny_recipe.onnx) == {"embedder", "autoencoder"}
+
+
+def test_tensors_load_without_running_code(tiny_recipe_path):
+    # safetensors and JSON only: no pickle anywhere in a recipe
+    for f in tiny_recipe_path.iterdir():
+        assert f.suffix in {".json", ".safetensors", ".onnx", ".png"}
+        assert not f.read_bytes().startswith(b"\x80")  # pickle protocol header
+
+
+def test_save_creates_next_version_atomically(tiny_recipe, tmp_path):
+    root = tmp_path / "recipes"
+    p1 = Recipe(dict(tiny_recipe.manifest), dict(tiny_recipe.tensors), dict(tiny_recipe.onnx), tiny_recipe.reference_png).save(root)
+    p2 = Recipe(dict(tiny_recipe.manifest), dict(tiny_recipe.tensors), dict(tiny_recipe.onnx), tiny_recipe.reference_png).save(root)
+    assert (p1.name, p2.name) == ("v0001", "v0002")
+    assert versions(root, "tiny") == [1, 2] and products(root) == ["tiny"]
+    assert not [p for p in (root / "tiny").iterdir() if p.name.startswith(".")]
+    r2 = load_recipe(root, "tiny")
+    assert r2.version == 2
+    np.testing.assert_array_equal(r2.tensors["patchcore.memory"], tiny_recipe.tensors["patchcore.memory"])
+
+
+def test_failed_save_leaves_nothing(tiny_recipe, tmp_path, monkeypatch):
+    root = tmp_path / "recipes"
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(recipe_mod.os, "rename", boom)
+    with pytest.raises(OSError):
+        Recipe(dict(tiny_recipe.manifest), dict(tiny_recipe.tensors), dict(tiny_recipe.onnx)).save(root)
+    assert list((root / "tiny").iterdir()) == []
+
+
+def test_other_schema_version_is_refused_with_a_clear_message(tiny_recipe_path, tmp_path):
+    dst = _copy(tiny_recipe_path, tmp_path)
+    m = json.loads((dst / "manifest.json").read_text())
+    m["schema_version"] = 99
+    (dst / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(RecipeError, match="schema version 99"):
+        load_recipe(dst)
+
+
+@pytest.mark.parametrize("damage", ["flip_tensor_byte", "drop_onnx", "edit_threshold", "garbage_manifest"])
+def test_damaged_recipe_is_refused(tiny_recipe_path, tmp_path, damage):
+    dst = _copy(tiny_recipe_path, tmp_path)
+    if damage == "flip_tensor_byte":
+        data = bytearray((dst / "tensors.safetensors").read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (dst / "tensors.safetensors").write_bytes(bytes(data))
+    elif damage == "drop_onnx":
+        (dst / "autoencoder.onnx").unlink()
+    elif damage == "edit_threshold":
+        m = json.loads((dst / "manifest.json").read_text())
+        m["thresholds"]["patchcore"]["value"] *= 2
+        (dst / "manifest.json").write_text(json.dumps(m))
+    else:
+        (dst / "manifest.json").write_text("{not json")
+    with pytest.raises(RecipeError, match="damaged"):
+        load_recipe(dst)
+
+
+def test_with_thresholds_makes_a_new_version_and_keeps_the_old(tiny_recipe_path, tmp_path):
+    dst = _copy(tiny_recipe_path, tmp_path)
+    root = dst.parent.parent
+    r1 = load_recipe(dst)
+    old = r1.threshold("patchcore")
+    new = Threshold(**{**old.to_dict(), "value": old.value * 1.1})
+    p = r1.with_thresholds({"patchcore": new}, note="what-if").save(root)
+    assert p.name == "v0002"
+    assert load_recipe(root, "tiny", 2).threshold("patchcore").value == pytest.approx(old.value * 1.1)
+    assert load_recipe(root, "tiny", 1).threshold("patchcore") == old
+    with pytest.raises(RecipeError):
+        r1.with_thresholds({"nope": new})
+
+
+def test_bad_product_names_and_missing_versions(tmp_path):
+    with pytest.raises(RecipeError):
+        recipe_mod.check_product_name("../etc")
+    with pytest.raises(RecipeError, match="no recipe"):
+        load_recipe(tmp_path, "nothing")
+    with pytest.raises(RecipeError, match="not a recipe folder"):
+        load_recipe(tmp_path / "x")
