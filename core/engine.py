@@ -21,7 +21,7 @@ from . import anomaly_map, onnx_runtime, preprocess
 from .backbone import FEATURE_STRIDE, load_extractor, weights_digest
 from .calibration import Threshold
 from .fusion import fuse, model_score
-from .images import to_rgb8
+from .images import ImageError, to_rgb8
 from .networks import DefectClassifier, Embedder, FeatureAutoencoder
 from .patchcore import PatchCore
 from .projection import Projection
@@ -179,6 +179,8 @@ class Inspector:
     def inspect(self, image: np.ndarray, *, source: str = "", frame_id: int = -1, with_maps: bool = True) -> Inspection:
         """Inspect one decoded image (RGB uint8; other layouts are converted)."""
         t0 = time.perf_counter()
+        if image.size == 0 or image.ndim < 2 or min(image.shape[:2]) < 2:
+            raise ImageError("unsupported_format", message=f"The image is empty or too small ({image.shape}).")
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             image = to_rgb8(image, order="rgb")
         timings: dict[str, float] = {}

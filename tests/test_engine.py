@@ -1,0 +1,131 @@
+"""The inspection engine on generated parts (fixed seeds): verdicts, maps, bad input, backends."""
+import numpy as np
+import pytest
+
+from core.demo import PartGenerator
+from core.engine import Inspector
+from core.images import load_image
+from core.recipe import Recipe, RecipeError
+from core.types import Decision, Reason
+
+GEN = PartGenerator("bracket", (128, 128), seed=0)  # same generator as the tiny recipe (trained on 0..13)
+
+
+@pytest.fixture(scope="module")
+def inspector(tiny_recipe):
+    return Inspector(tiny_recipe)
+
+
+def test_good_parts_pass_and_defects_fail(inspector):
+    goods = [inspector.inspect(GEN.good(i).image) for i in range(20, 32)]
+    defects = [inspector.inspect(GEN.defective(i).image) for i in range(20, 32)]
+    assert sum(r.decision is Decision.PASS for r in goods) >= 10
+    assert not any(r.decision is Decision.FAIL for r in goods)
+    assert all(r.decision is not Decision.PASS for r in defects)  # no escapes
+    assert sum(r.decision is Decision.FAIL for r in defects) >= 10
+    # every model ranks every defect above every good part of the same index
+    for g, d in zip(goods, defects):
+        for m in ("patchcore", "autoencoder"):
+            assert d.verdict.score_of(m).score > g.verdict.score_of(m).score
+
+
+def test_maps_are_at_input_resolution_and_region_finds_the_defect(inspector):
+    hits = 0
+    for i in range(20, 30):
+        part = GEN.defective(i)
+        r = inspector.inspect(part.image)
+        assert set(r.maps) == {"patchcore", "autoencoder"}
+        for m in r.maps.values():
+            assert m.shape == part.image.shape[:2] and m.dtype == np.float32
+            assert not m.flags.writeable
+        ys, xs = np.nonzero(part.mask)
+        if r.region is not None:
+            x, y, w, h = r.region
+            cy, cx = ys.mean(), xs.mean()
+            hits += (x - 4 <= cx <= x + w + 4) and (y - 4 <= cy <= y + h + 4)
+        # the map is hotter on the defect than off it
+        pc = r.maps["patchcore"]
+        assert pc[part.mask].mean() > 2 * pc[~part.mask].mean()
+    assert hits >= 9
+
+
+def test_scores_are_normalised_to_the_threshold(inspector, tiny_recipe):
+    r = inspector.inspect(GEN.defective(21).image)
+    for s in r.verdict.scores:
+        thr = tiny_recipe.threshold(s.model)
+        assert s.score == pytest.approx(s.raw / thr.value)
+        assert s.band == pytest.approx(thr.band)
+    assert r.latency_ms > 0 and {"embed", "patchcore", "autoencoder", "maps"} <= set(r.timings_ms)
+    assert r.recipe == "tiny" and r.recipe_version == 1
+
+
+def test_onnx_and_torch_backends_agree(tiny_recipe):
+    onnx = Inspector(tiny_recipe, backend="onnx")
+    torch_ = Inspector(tiny_recipe, backend="torch")
+    assert onnx.backend == "onnx" and torch_.backend == "torch"
+    for part in (GEN.good(25), GEN.defective(25)):
+        a, b = onnx.inspect(part.image), torch_.inspect(part.image)
+        assert a.decision == b.decision
+        for sa, sb in zip(a.verdict.scores, b.verdict.scores):
+            assert sa.raw == pytest.approx(sb.raw, rel=1e-3)
+        np.testing.assert_allclose(a.maps["patchcore"], b.maps["patchcore"], rtol=1e-3, atol=1e-3)
+
+
+def test_a_mismatching_onnx_graph_falls_back_to_torch(tiny_recipe):
+    broken = Recipe(tiny_recipe.manifest, tiny_recipe.tensors, dict(tiny_recipe.onnx), path=tiny_recipe.path)
+    broken.onnx["autoencoder"] = tiny_recipe.onnx["embedder"]  # wrong graph in the autoencoder's place
+    ins = Inspector(broken)
+    assert ins.backend == "torch" and "ONNX check failed" in ins.fallback_reason
+    assert ins.inspect(GEN.good(20).image).decision in (Decision.PASS, Decision.REVIEW)
+    with pytest.raises(RecipeError):
+        Inspector(broken, backend="onnx")
+
+
+def test_grayscale_16bit_and_alpha_arrays_are_converted_and_inspected(inspector):
+    rgb = GEN.good(22).image
+    base = inspector.inspect(rgb)
+    gray16 = (rgb.mean(axis=2) * 257).astype(np.uint16)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    rgb16 = rgb.astype(np.uint16) * 257
+    for arr in (gray16, rgba, rgb16):
+        r = inspector.inspect(arr)
+        assert r.image_shape == rgb.shape[:2]
+        assert r.decision in (Decision.PASS, Decision.REVIEW)
+    # opaque alpha and exact 16-bit scaling change nothing
+    assert inspector.inspect(rgba).verdict.score_of("patchcore").raw == pytest.approx(base.verdict.score_of("patchcore").raw, rel=1e-5)
+    assert inspector.inspect(rgb16).verdict.score_of("patchcore").raw == pytest.approx(base.verdict.score_of("patchcore").raw, rel=1e-5)
+
+
+def test_files_of_other_resolution_and_depth_are_inspected(inspector, tmp_path):
+    import cv2
+
+    part = GEN.defective(23)
+    big = cv2.resize(part.image, (384, 384), interpolation=cv2.INTER_CUBIC)
+    path = tmp_path / "big16.png"
+    cv2.imwrite(str(path), (big[:, :, ::-1].astype(np.uint16) * 257))
+    r = inspector.inspect(load_image(path))
+    assert r.image_shape == (384, 384) and r.maps["patchcore"].shape == (384, 384)
+    assert r.decision is not Decision.PASS
+
+
+@pytest.mark.parametrize("kind", ["noise", "blank", "other_product", "wrong_aspect"])
+def test_unfamiliar_input_goes_to_review_with_a_reason(inspector, kind):
+    rng = np.random.default_rng(0)
+    image = {
+        "noise": lambda: rng.integers(0, 256, (128, 128, 3), dtype=np.uint8),
+        "blank": lambda: np.full((128, 128, 3), 40, np.uint8),
+        "other_product": lambda: PartGenerator("fabric", (128, 128), seed=3).good(0).image,
+        "wrong_aspect": lambda: np.ascontiguousarray(np.tile(GEN.good(24).image, (1, 2, 1))),
+    }[kind]()
+    r = inspector.inspect(image)
+    assert r.decision is Decision.REVIEW
+    assert Reason.UNFAMILIAR_INPUT in r.verdict.reasons
+    assert r.verdict.notes
+
+
+def test_empty_arrays_are_refused_with_a_clear_error(inspector):
+    from core.images import ImageError
+
+    for arr in (np.zeros((0, 0, 3), np.uint8), np.zeros((1, 5, 3), np.uint8)):
+        with pytest.raises(ImageError, match="empty or too small"):
+            inspector.inspect(arr)
