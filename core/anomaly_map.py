@@ -26,17 +26,12 @@ def upsample(grid: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 
 
 def to_image(
-    grid: np.ndarray,
-    stride: int,
+    smooth: np.ndarray,
     roi_shape_hw: tuple[int, int],
     image_shape_hw: tuple[int, int],
     roi_xywh: tuple[int, int, int, int] | None,
-    scale: float = 1.0,
 ) -> np.ndarray:
-    """Smooth ``grid``, bring it to the ROI's size, place it in an image-sized map, divide by scale."""
-    smooth = smooth_grid(grid, stride)
-    if scale != 1.0:
-        smooth *= np.float32(1.0 / scale)
+    """Bring a smoothed grid to the ROI's size and place it in an image-sized map (0 outside)."""
     roi_map = upsample(smooth, roi_shape_hw)
     if roi_xywh is None or tuple(roi_shape_hw) == tuple(image_shape_hw):
         return roi_map
@@ -44,6 +39,24 @@ def to_image(
     full = np.zeros(image_shape_hw, dtype=np.float32)
     full[y : y + h, x : x + w] = roi_map
     return full
+
+
+def region_in_image(
+    smooth: np.ndarray,
+    working_hw: tuple[int, int],
+    roi_xywh: tuple[int, int, int, int],
+    level: float,
+) -> tuple[int, int, int, int] | None:
+    """``region_of`` computed at the working resolution (cheap), returned in input-image pixels."""
+    box = region_of(upsample(smooth, working_hw), level)
+    if box is None:
+        return None
+    wh, ww = working_hw
+    rx, ry, rw, rh = roi_xywh
+    sx, sy = rw / float(ww), rh / float(wh)
+    x0, y0 = rx + int(np.floor(box[0] * sx)), ry + int(np.floor(box[1] * sy))
+    x1, y1 = rx + int(np.ceil((box[0] + box[2]) * sx)), ry + int(np.ceil((box[1] + box[3]) * sy))
+    return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
 
 
 def region_of(amap: np.ndarray, level: float) -> tuple[int, int, int, int] | None:

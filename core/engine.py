@@ -238,11 +238,15 @@ class Inspector:
         maps: dict[str, np.ndarray] = {}
         region = None
         if with_maps:
+            roi = geo.roi if not geo.full_frame else None
             for name, grid in grids.items():
-                scale = self.thresholds[name].value
-                maps[name] = anomaly_map.to_image(grid, FEATURE_STRIDE, geo.roi_hw, geo.image_hw, geo.roi if not geo.full_frame else None, scale)
-            lo = self.thresholds["patchcore"].band[0]
-            region = anomaly_map.region_of(maps["patchcore"], lo)
+                smooth = anomaly_map.smooth_grid(grid, FEATURE_STRIDE)
+                smooth *= np.float32(1.0 / self.thresholds[name].value)
+                maps[name] = anomaly_map.to_image(smooth, geo.roi_hw, geo.image_hw, roi)
+                if name == "patchcore":
+                    region = anomaly_map.region_in_image(
+                        smooth, geo.working_hw, geo.roi, self.thresholds["patchcore"].band[0]
+                    )
         t6 = time.perf_counter()
         timings["maps"] = (t6 - t5) * 1e3
         latency = (t6 - t0) * 1e3
