@@ -22,7 +22,7 @@ from .backbone import FEATURE_STRIDE, load_extractor, weights_digest
 from .calibration import Threshold
 from .fusion import fuse, model_score
 from .images import ImageError, to_rgb8
-from .networks import DefectClassifier, Embedder, FeatureAutoencoder
+from .networks import DefectClassifier, Embedder, FeatureAutoencoder, PatchCoreDistances, Scorer
 from .patchcore import PatchCore
 from .projection import Projection
 from .recipe import Recipe, RecipeError
@@ -43,6 +43,7 @@ class RecipeModels:
     patchcore: PatchCore
     autoencoder: FeatureAutoencoder
     classifier: DefectClassifier | None
+    scorer: Scorer  # PatchCore distances + autoencoder (+ classifier) as one torch module
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> "RecipeModels":
@@ -58,7 +59,9 @@ class RecipeModels:
                 clf.load_state_dict(_prefixed(t, "classifier."))
         except (KeyError, RuntimeError, TypeError) as exc:
             raise RecipeError(f"The recipe {recipe.label} is incomplete or damaged ({exc}).") from exc
-        return cls(projection, patchcore, ae.eval(), clf.eval() if clf else None)
+        ae, clf = ae.eval(), (clf.eval() if clf else None)
+        scorer = Scorer(PatchCoreDistances(patchcore.memory), ae, clf).eval()
+        return cls(projection, patchcore, ae, clf, scorer)
 
 
 def _prefixed(tensors: dict, prefix: str) -> dict:
@@ -131,20 +134,14 @@ class Inspector:
         err = onnx_runtime.max_relative_error(ref, got)
         if err > FEATURE_TOLERANCE:
             raise RuntimeError(f"embedder differs from torch by {err:.2e}")
-        feats = torch.from_numpy(ref)
-        pairs = [("autoencoder", self.models.autoencoder)]
-        if self.models.classifier is not None:
-            pairs.append(("classifier", self.models.classifier))
-        for name, module in pairs:
-            if name not in self._ort:
-                raise RuntimeError(f"the {name} graph is missing")
-            with torch.no_grad():
-                out = module(feats)
-            out = out if isinstance(out, tuple) else (out,)
-            for a, b in zip(out, self._ort[name](ref)):
-                err = onnx_runtime.max_relative_error(a.numpy(), b)
-                if err > OUTPUT_TOLERANCE:
-                    raise RuntimeError(f"{name} differs from torch by {err:.2e}")
+        if "scorer" not in self._ort:
+            raise RuntimeError("the scorer graph is missing")
+        with torch.no_grad():
+            want = self.models.scorer(torch.from_numpy(ref))
+        for name, a, b in zip(self.models.scorer.output_names, want, self._ort["scorer"](ref)):
+            err = onnx_runtime.max_relative_error(a.numpy(), b)
+            if err > OUTPUT_TOLERANCE:
+                raise RuntimeError(f"{name} differs from torch by {err:.2e}")
 
     # -- inference ------------------------------------------------------------------------
     def features(self, x: np.ndarray) -> np.ndarray:
@@ -154,19 +151,12 @@ class Inspector:
         with torch.no_grad():
             return self.torch_embedder()(torch.from_numpy(x)).numpy()
 
-    def _autoencoder(self, feats: np.ndarray) -> np.ndarray:
+    def score(self, feats: np.ndarray) -> list[np.ndarray]:
+        """(B, D, h, w) -> [PatchCore distances, autoencoder error (B, 1, h, w)(, probability, CAM)]."""
         if self._ort:
-            return self._ort["autoencoder"](feats)[0]
+            return self._ort["scorer"](feats)
         with torch.no_grad():
-            return self.models.autoencoder(torch.from_numpy(feats)).numpy()
-
-    def _classifier(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self._ort:
-            prob, cam = self._ort["classifier"](feats)
-            return prob, cam
-        with torch.no_grad():
-            prob, cam = self.models.classifier(torch.from_numpy(feats))
-        return prob.numpy(), cam.numpy()
+            return [t.numpy() for t in self.models.scorer(torch.from_numpy(feats))]
 
     def _ignore(self, geo: preprocess.Geometry) -> np.ndarray | None:
         key = geo.image_hw
@@ -194,32 +184,22 @@ class Inspector:
         t2 = time.perf_counter()
         timings["embed"] = (t2 - t1) * 1e3
 
-        ignore = self._ignore(geo)
-        grids: dict[str, np.ndarray] = {}
-        raw: dict[str, float] = {}
-        pc = self.models.patchcore.distance_grid(feats[0])
-        if ignore is not None:
-            pc[ignore] = 0.0
-        grids["patchcore"], raw["patchcore"] = pc, float(pc.max())
+        outs = self.score(feats)
         t3 = time.perf_counter()
-        timings["patchcore"] = (t3 - t2) * 1e3
-
-        ae = self._autoencoder(feats)[0, 0]
-        if ignore is not None:
-            ae[ignore] = 0.0
-        grids["autoencoder"], raw["autoencoder"] = ae, float(ae.max())
-        t4 = time.perf_counter()
-        timings["autoencoder"] = (t4 - t3) * 1e3
-
+        timings["score"] = (t3 - t2) * 1e3
+        ignore = self._ignore(geo)
+        grids: dict[str, np.ndarray] = {"patchcore": outs[0][0, 0], "autoencoder": outs[1][0, 0]}
         if self.models.classifier is not None:
-            prob, cam = self._classifier(feats)
-            cam = cam[0, 0]
-            if ignore is not None:
-                cam[ignore] = 0.0
-            raw["classifier"] = float(prob[0])
+            prob, cam = float(outs[2][0]), outs[3][0, 0]
             peak = float(cam.max())
-            grids["classifier"] = cam / peak * raw["classifier"] if peak > 0 else cam
-            timings["classifier"] = (time.perf_counter() - t4) * 1e3
+            grids["classifier"] = cam * (prob / peak) if peak > 0 else cam
+        if ignore is not None:
+            for g in grids.values():
+                g[ignore] = 0.0
+        raw = {name: float(g.max()) for name, g in grids.items()}
+        if "classifier" in grids:
+            raw["classifier"] = prob
+        pc = grids["patchcore"]
 
         scores = [model_score(m, raw[m], self.thresholds[m]) for m in self.recipe.models]
         notes = preprocess.framing_problems(geo.image_hw, working, self._reference_aspect)
@@ -234,6 +214,7 @@ class Inspector:
                 )
         verdict = fuse(scores, notes)
         t5 = time.perf_counter()
+        timings["fuse"] = (t5 - t3) * 1e3
 
         maps: dict[str, np.ndarray] = {}
         region = None

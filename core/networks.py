@@ -12,6 +12,9 @@ safetensors in the recipe) and whose ``forward`` is exactly what the ONNX graphs
   bottle in our measurements.
 * ``DefectClassifier``: a small head on the frozen features, trained only when labelled defects
   exist, with Grad-CAM computed in closed form inside ``forward`` (so ONNX gives it too).
+* ``Scorer``: PatchCore's nearest-neighbour distances, the autoencoder and the classifier in one
+  module, so inference after the embedder is a single ONNX Runtime call on one thread pool
+  (no hand-off to NumPy's BLAS threads between the models).
 """
 from __future__ import annotations
 
@@ -116,3 +119,46 @@ class DefectClassifier(nn.Module):
         alpha = grad.mean(dim=(2, 3), keepdim=True)
         cam = F.relu((alpha * a).sum(dim=1, keepdim=True))
         return torch.sigmoid(logit), cam
+
+
+class PatchCoreDistances(nn.Module):
+    """Nearest-neighbour distance of every patch to the memory bank, as one matrix product.
+
+    The bank is stored augmented, ``[-2 m, |m|^2]`` (D + 1, M), so ``[q, 1] @ bank`` gives
+    ``|q - m|^2 - |q|^2``; the row minimum plus ``|q|^2`` is the squared distance.
+    """
+
+    def __init__(self, memory: np.ndarray):
+        super().__init__()
+        m = torch.from_numpy(np.ascontiguousarray(memory, dtype=np.float32))
+        bank = torch.cat([-2.0 * m, (m * m).sum(1, keepdim=True)], dim=1).T.contiguous()
+        self.register_buffer("bank", bank)  # (D + 1, M)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        b, d, h, w = feats.shape
+        q = feats.flatten(2).transpose(1, 2)  # (B, hw, D)
+        qa = torch.cat([q, torch.ones_like(q[..., :1])], dim=2)
+        best = torch.matmul(qa, self.bank).min(dim=2).values + (q * q).sum(dim=2)
+        return torch.sqrt(torch.clamp(best, min=0.0)).view(b, 1, h, w)
+
+
+class Scorer(nn.Module):
+    """Projected features -> (PatchCore distances, autoencoder error[, probability, Grad-CAM])."""
+
+    def __init__(self, patchcore: PatchCoreDistances, autoencoder: FeatureAutoencoder,
+                 classifier: DefectClassifier | None = None):
+        super().__init__()
+        self.patchcore = patchcore
+        self.autoencoder = autoencoder
+        self.classifier = classifier
+
+    @property
+    def output_names(self) -> list[str]:
+        names = ["patchcore", "autoencoder"]
+        return names + (["probability", "cam"] if self.classifier is not None else [])
+
+    def forward(self, feats: torch.Tensor):
+        out = (self.patchcore(feats), self.autoencoder(feats))
+        if self.classifier is not None:
+            out = out + tuple(self.classifier(feats))
+        return out

@@ -9,7 +9,8 @@ Stages (each reports progress and checks for cancellation):
  6. classifier, only with labelled defects (k-fold out-of-fold probabilities for its calibration);
  7. thresholds from held-out good scores only: PatchCore leave-one-image-out against the bank
     (each image scored without the bank entries it contributed), autoencoder on its held-out split;
- 8. export the remaining ONNX graphs; assemble the recipe (saving is the caller's choice).
+ 8. export the scorer graph (PatchCore distances, autoencoder, classifier); assemble the recipe
+    (saving is the caller's choice).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from .calibration import DEFAULT_BUDGET, fit_threshold, tradeoff
 from .coreset import Cancelled
 from .fitting import classifier_probabilities, train_autoencoder, train_classifier
 from .images import ImageError, encode_png, load_image, to_rgb8
-from .networks import Embedder
+from .networks import Embedder, PatchCoreDistances, Scorer
 from .patchcore import PatchCore
 from .projection import fit_projection
 from .recipe import Recipe, check_product_name, now_iso
@@ -333,10 +334,8 @@ def train_recipe(
     # 8. export ----------------------------------------------------------------------------
     clock.stage(7)
     if use_ort:
-        example = torch.from_numpy(feats[:1])
-        onnx_graphs["autoencoder"] = onnx_runtime.export(ae, example, ["error"])
-        if clf is not None:
-            onnx_graphs["classifier"] = onnx_runtime.export(clf, example, ["probability", "cam"])
+        scorer = Scorer(PatchCoreDistances(patchcore.memory), ae, clf).eval()
+        onnx_graphs["scorer"] = onnx_runtime.export(scorer, torch.from_numpy(feats[:1]), scorer.output_names)
     clock.finish()
 
     manifest = {

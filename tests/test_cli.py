@@ -37,7 +37,7 @@ def test_train_saves_a_versioned_recipe_with_classifier(trained, capsys):
     assert set(r.models) == {"patchcore", "autoencoder", "classifier"}
     summary = r.manifest["training"]["classifier"]
     assert 0.0 <= summary["recall_at_threshold"] <= 1.0 and summary["tradeoff"]
-    assert set(r.onnx) == {"embedder", "autoencoder", "classifier"}
+    assert set(r.onnx) == {"embedder", "scorer"}
 
 
 def test_train_refuses_too_few_images(tmp_path, capsys):

@@ -55,7 +55,7 @@ def test_scores_are_normalised_to_the_threshold(inspector, tiny_recipe):
         thr = tiny_recipe.threshold(s.model)
         assert s.score == pytest.approx(s.raw / thr.value)
         assert s.band == pytest.approx(thr.band)
-    assert r.latency_ms > 0 and {"embed", "patchcore", "autoencoder", "maps"} <= set(r.timings_ms)
+    assert r.latency_ms > 0 and {"preprocess", "embed", "score", "maps"} <= set(r.timings_ms)
     assert r.recipe == "tiny" and r.recipe_version == 1
 
 
@@ -73,7 +73,7 @@ def test_onnx_and_torch_backends_agree(tiny_recipe):
 
 def test_a_mismatching_onnx_graph_falls_back_to_torch(tiny_recipe):
     broken = Recipe(tiny_recipe.manifest, tiny_recipe.tensors, dict(tiny_recipe.onnx), path=tiny_recipe.path)
-    broken.onnx["autoencoder"] = tiny_recipe.onnx["embedder"]  # wrong graph in the autoencoder's place
+    broken.onnx["scorer"] = tiny_recipe.onnx["embedder"]  # a wrong graph in the scorer's place
     ins = Inspector(broken)
     assert ins.backend == "torch" and "ONNX check failed" in ins.fallback_reason
     assert ins.inspect(GEN.good(20).image).decision in (Decision.PASS, Decision.REVIEW)

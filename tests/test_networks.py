@@ -62,3 +62,18 @@ def test_working_shape_keeps_aspect_ratio_on_32_px_multiples():
     s = working_shape(10.0, 256)  # beyond the cap the short side shrinks, aspect is kept
     assert s.width == 1024 and abs(s.width / s.height - 10.0) < 1.5
     assert all(v % 32 == 0 for v in (s.width, s.height))
+
+
+def test_patchcore_distances_module_matches_the_numpy_search():
+    from core.networks import PatchCoreDistances
+    from core.patchcore import PatchCore
+
+    rng = np.random.default_rng(0)
+    bank = rng.normal(size=(200, 12)).astype(np.float32)
+    feats = rng.normal(size=(2, 12, 5, 7)).astype(np.float32)
+    with torch.no_grad():
+        got = PatchCoreDistances(bank)(torch.from_numpy(feats)).numpy()
+    assert got.shape == (2, 1, 5, 7)
+    pc = PatchCore(bank)
+    for i in range(2):
+        np.testing.assert_allclose(got[i, 0], pc.distance_grid(feats[i]), rtol=1e-4, atol=1e-4)

@@ -23,7 +23,7 @@ def test_manifest_has_the_documented_fields(tiny_recipe):
     assert m["backbone"]["name"] == "efficientnet-lite0"
     assert set(m["thresholds"]) == {"patchcore", "autoencoder"}
     assert m["training"]["n_good"] == 14
-    assert set(tiny_recipe.onnx) == {"embedder", "autoencoder"}
+    assert set(tiny_recipe.onnx) == {"embedder", "scorer"}
 
 
 def test_tensors_load_without_running_code(tiny_recipe_path):
@@ -74,7 +74,7 @@ def test_damaged_recipe_is_refused(tiny_recipe_path, tmp_path, damage):
         data[len(data) // 2] ^= 0xFF
         (dst / "tensors.safetensors").write_bytes(bytes(data))
     elif damage == "drop_onnx":
-        (dst / "autoencoder.onnx").unlink()
+        (dst / "scorer.onnx").unlink()
     elif damage == "edit_threshold":
         m = json.loads((dst / "manifest.json").read_text())
         m["thresholds"]["patchcore"]["value"] *= 2
