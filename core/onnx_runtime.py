@@ -53,6 +53,70 @@ def export(module: nn.Module, example: torch.Tensor, output_names: list[str]) ->
     return buf.getvalue()
 
 
+_RAW_CACHE: dict[tuple, bytes] = {}
+
+
+def raw_extractor_graph(backbone: str, shape_hw: tuple[int, int]) -> bytes:
+    """The backbone's raw patch-feature graph at one working size, exported once and cached.
+
+    Exporting takes seconds; the graph depends only on the backbone weights, the working size and
+    the exporter, so it is kept in memory and in the user's cache folder (rebuilt if missing).
+    """
+    from . import paths
+    from .backbone import load_extractor, weights_digest
+
+    key = (backbone, weights_digest(backbone)[:16], int(shape_hw[0]), int(shape_hw[1]), torch.__version__, OPSET)
+    if key in _RAW_CACHE:
+        return _RAW_CACHE[key]
+    fname = "{}-{}-{}x{}-torch{}-op{}.onnx".format(*key).replace("+", "_")
+    path = None
+    try:
+        path = paths.cache_dir() / "onnx" / fname
+        if path.is_file():
+            data = path.read_bytes()
+            _RAW_CACHE[key] = data
+            return data
+    except OSError:
+        path = None
+    data = export(load_extractor(backbone), torch.zeros(1, 3, *shape_hw), ["raw"])
+    _RAW_CACHE[key] = data
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as exc:  # a read-only cache only costs time
+            log.info("Could not cache %s: %s", path, exc)
+    return data
+
+
+def append_projection(raw_graph: bytes, mean: np.ndarray, components: np.ndarray) -> bytes:
+    """Add the PCA projection (a 1x1 convolution) after a raw-feature graph's only output.
+
+    Editing the graph avoids a second torch export (seconds) when a recipe is trained; the result
+    is checked against the torch ``Embedder`` whenever an inspector loads it.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load_from_string(raw_graph)
+    graph = model.graph
+    raw_out = graph.output[0]
+    comps = np.asarray(components, dtype=np.float32)
+    weight = np.ascontiguousarray(comps.T[:, :, None, None])
+    bias = -(np.asarray(mean, dtype=np.float32) @ comps)
+    graph.initializer.extend([numpy_helper.from_array(weight, "pca_weight"), numpy_helper.from_array(bias.astype(np.float32), "pca_bias")])
+    graph.node.append(helper.make_node("Conv", [raw_out.name, "pca_weight", "pca_bias"], ["features"], kernel_shape=[1, 1]))
+    dims = [d.dim_param or d.dim_value for d in raw_out.type.tensor_type.shape.dim]
+    shape = [dims[0], comps.shape[1], *dims[2:]] if len(dims) == 4 else None
+    out = helper.make_tensor_value_info("features", onnx.TensorProto.FLOAT, shape)
+    del graph.output[:]
+    graph.output.append(out)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def default_threads() -> int:
     """Inference threads: $STATION_THREADS when set, else every core."""
     cores = os.cpu_count() or 1

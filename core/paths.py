@@ -49,6 +49,14 @@ def store_path() -> Path:
     return data_dir() / "results.sqlite"
 
 
+def cache_dir() -> Path:
+    """Rebuildable files (exported backbone graphs); safe to delete."""
+    env = os.environ.get("STATION_CACHE_DIR")
+    p = Path(env) if env else Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
 def log_dir() -> Path:
     p = data_dir() / "logs"
     p.mkdir(parents=True, exist_ok=True)

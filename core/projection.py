@@ -38,10 +38,10 @@ def fit_projection(patches: np.ndarray, dim: int, max_samples: int = 60000, seed
     dim = int(min(dim, c, n))
     rng = np.random.default_rng(seed)
     rows = patches if n <= max_samples else patches[rng.choice(n, max_samples, replace=False)]
-    rows = rows.astype(np.float64)
-    mean = rows.mean(axis=0)
-    centred = rows - mean
-    cov = centred.T @ centred / max(1, rows.shape[0] - 1)
+    rows = np.asarray(rows, dtype=np.float32)
+    mean = rows.mean(axis=0, dtype=np.float64)
+    centred = rows - mean.astype(np.float32)
+    cov = (centred.T @ centred).astype(np.float64) / max(1, rows.shape[0] - 1)  # float32 GEMM, float64 eigh
     evals, evecs = np.linalg.eigh(cov)
     order = np.argsort(evals)[::-1][:dim]
     comps = evecs[:, order]

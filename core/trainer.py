@@ -67,7 +67,8 @@ class TrainConfig:
     roi: tuple[int, int, int, int] | None = None  # x, y, w, h in the good images' pixels
     ignore_zones: tuple[tuple[int, int, int, int], ...] = ()
     pca_dim: int = 128
-    pca_images: int = 48
+    pca_images: int = 48  # images whose raw features fit the projection
+    pca_samples: int = 32768  # patches sampled from them
     coreset_ratio: float = 0.01
     coreset_min: int = 1024
     coreset_max: int = 4096
@@ -212,27 +213,35 @@ def train_recipe(
     extractor = load_extractor(config.backbone)
     use_ort = onnx_runtime.available()
     rng = np.random.default_rng(config.seed)
+    if use_ort:
+        run_raw = onnx_runtime.OrtModel(onnx_runtime.raw_extractor_graph(config.backbone, wh), config.threads)
+    clock.tick(0.5)
     pca_idx = np.linspace(0, len(good_w) - 1, min(config.pca_images, len(good_w))).round().astype(int)
+    per_image = max(64, config.pca_samples // len(pca_idx))  # patches kept per image for the PCA
     raw = []
-    with torch.no_grad():
-        for i in range(0, len(pca_idx), 8):
-            x = torch.from_numpy(np.concatenate([preprocess.to_tensor(good_w[j]) for j in pca_idx[i : i + 8]]))
-            f = extractor(x).numpy()
-            raw.append(f.transpose(0, 2, 3, 1).reshape(-1, f.shape[1]))
-            clock.tick(0.8 * (i + 8) / len(pca_idx))
-    raw = np.concatenate(raw)
-    projection = fit_projection(raw, config.pca_dim, seed=config.seed)
+    for i in range(0, len(pca_idx), 8):
+        x = np.concatenate([preprocess.to_tensor(good_w[j]) for j in pca_idx[i : i + 8]])
+        if use_ort:
+            f = np.concatenate([run_raw(x[j : j + 1])[0] for j in range(len(x))])
+        else:
+            with torch.no_grad():
+                f = extractor(torch.from_numpy(x)).numpy()
+        f = f.transpose(0, 2, 3, 1).reshape(len(x), -1, f.shape[1])
+        for rows in f:
+            raw.append(rows[rng.choice(len(rows), min(per_image, len(rows)), replace=False)])
+        clock.tick(0.5 + 0.4 * (i + 8) / len(pca_idx))
+    projection = fit_projection(np.concatenate(raw), config.pca_dim, max_samples=config.pca_samples, seed=config.seed)
     del raw
     embedder = Embedder(extractor, projection).eval()
     onnx_graphs: dict[str, bytes] = {}
     if use_ort:
-        onnx_graphs["embedder"] = onnx_runtime.export(
-            embedder, torch.zeros(1, 3, *wh), ["features"]
+        onnx_graphs["embedder"] = onnx_runtime.append_projection(
+            onnx_runtime.raw_extractor_graph(config.backbone, wh), projection.mean, projection.components
         )
         run_embed = onnx_runtime.OrtModel(onnx_graphs["embedder"], config.threads)
 
         def embed(x: np.ndarray) -> np.ndarray:
-            return run_embed(x)[0]
+            return np.concatenate([run_embed(x[j : j + 1])[0] for j in range(len(x))])
     else:
         def embed(x: np.ndarray) -> np.ndarray:
             with torch.no_grad():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import weakref
 from pathlib import Path
 
@@ -12,6 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 MVTEC_BOTTLE = Path(os.environ.get("MVTEC_BOTTLE", ROOT.parent / "shared" / "datasets" / "mvtec_ad" / "bottle"))
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Never touch the developer's real station folders from a test run.
+_TMP = tempfile.mkdtemp(prefix="station-tests-")
+for _var, _sub in (("STATION_DATA_DIR", "data"), ("STATION_CONFIG_DIR", "config"), ("STATION_CACHE_DIR", "cache")):
+    os.environ.setdefault(_var, os.path.join(_TMP, _sub))
 
 
 @pytest.fixture(scope="session")
