@@ -94,7 +94,7 @@ class PatchFeatureExtractor(nn.Module):
                 break
         if len(taps) != len(TAP_STRIDES):  # pragma: no cover - all Lite variants have these stages
             raise BackboneError("backbone has no stride-16 stage to tap")
-        self.taps = taps
+        self.taps_idx = taps
         self.blocks = nn.ModuleList(net._blocks[: taps[-1] + 1])
         self.channels = [
             int(self.blocks[i]._expand_conv.out_channels) for i in taps
@@ -105,21 +105,41 @@ class PatchFeatureExtractor(nn.Module):
     def _expanded(block, x):
         return block._swish(block._bn0(block._expand_conv(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def taps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Locally aggregated taps: (stride-4 tap pooled to the stride-8 grid, stride-8, stride-16)."""
         x = (x - 127.0) / 128.0
         y = self.stem(x)
         tapped = []
-        last = self.taps[-1]
+        last = self.taps_idx[-1]
         for i, block in enumerate(self.blocks):
-            if i in self.taps:
+            if i in self.taps_idx:
                 tapped.append(self._expanded(block, y))
                 if i == last:
                     break
             y = block(y)
         f4, f8, f16 = (F.avg_pool2d(t, 3, 1, 1, count_include_pad=False) for t in tapped)
-        f4 = F.avg_pool2d(f4, 2)
-        f16 = F.interpolate(f16, size=f8.shape[-2:], mode="bilinear", align_corners=False)
-        return torch.cat([f4, f8, f16], dim=1)
+        return F.avg_pool2d(f4, 2), f8, f16
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB 0..255 -> (B, C, H/8, W/8): the three taps on the stride-8 grid."""
+        f4, f8, f16 = self.taps(x)
+        return torch.cat([f4, f8, upsample2x(f16)], dim=1)
+
+
+def upsample2x(t: torch.Tensor) -> torch.Tensor:
+    """Bilinear x2 (half-pixel centres), the same operation as the exported graphs' Resize."""
+    return F.interpolate(t, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+class RawTaps(nn.Module):
+    """Export wrapper: the extractor's three taps as separate graph outputs."""
+
+    def __init__(self, extractor: PatchFeatureExtractor):
+        super().__init__()
+        self.extractor = extractor
+
+    def forward(self, x: torch.Tensor):
+        return self.extractor.taps(x)
 
 
 _CACHE: dict[str, PatchFeatureExtractor] = {}

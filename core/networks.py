@@ -23,27 +23,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import PatchFeatureExtractor
+from .backbone import PatchFeatureExtractor, upsample2x
 from .projection import Projection
 
 
 class Embedder(nn.Module):
-    """(B, 3, H, W) RGB 0..255 -> (B, D, H/8, W/8) projected patch features."""
+    """(B, 3, H, W) RGB 0..255 -> (B, D, H/8, W/8) projected patch features.
+
+    The projection is linear and so is the bilinear upsampling of the stride-16 tap, so each tap
+    is projected at its own resolution and only the D projected channels of the stride-16 tap are
+    upsampled: the same result as projecting the concatenated features, at half the arithmetic.
+    """
 
     def __init__(self, extractor: PatchFeatureExtractor, projection: Projection):
         super().__init__()
         self.extractor = extractor
-        c, d = projection.components.shape
-        self.proj = nn.Conv2d(c, d, 1)
-        with torch.no_grad():
-            comps = torch.from_numpy(np.asarray(projection.components, dtype=np.float32))
-            mean = torch.from_numpy(np.asarray(projection.mean, dtype=np.float32))
-            self.proj.weight.copy_(comps.T[:, :, None, None])
-            self.proj.bias.copy_(-(mean @ comps))
-        self.proj.requires_grad_(False)
+        comps = np.asarray(projection.components, dtype=np.float32)
+        mean = np.asarray(projection.mean, dtype=np.float32)
+        self.parts = nn.ModuleList()
+        start = 0
+        for c in extractor.channels:
+            conv = nn.Conv2d(c, comps.shape[1], 1, bias=False)
+            with torch.no_grad():
+                conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(comps[start : start + c].T))[:, :, None, None])
+            conv.requires_grad_(False)
+            self.parts.append(conv)
+            start += c
+        self.register_buffer("bias", torch.from_numpy(-(mean @ comps)).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.extractor(x))
+        f4, f8, f16 = self.extractor.taps(x)
+        p4, p8, p16 = self.parts
+        return p4(f4) + p8(f8) + upsample2x(p16(f16)) + self.bias
 
 
 class FeatureAutoencoder(nn.Module):
@@ -135,8 +146,9 @@ class PatchCoreDistances(nn.Module):
         self.register_buffer("bank", bank)  # (D + 1, M)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        b, d, h, w = feats.shape
-        q = feats.flatten(2).transpose(1, 2)  # (B, hw, D)
+        b, _, h, w = feats.shape
+        d = self.bank.shape[0] - 1  # the bank may keep only the leading components
+        q = feats[:, :d].flatten(2).transpose(1, 2)  # (B, hw, D)
         qa = torch.cat([q, torch.ones_like(q[..., :1])], dim=2)
         best = torch.matmul(qa, self.bank).min(dim=2).values + (q * q).sum(dim=2)
         return torch.sqrt(torch.clamp(best, min=0.0)).view(b, 1, h, w)

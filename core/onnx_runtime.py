@@ -63,12 +63,12 @@ def raw_extractor_graph(backbone: str, shape_hw: tuple[int, int]) -> bytes:
     the exporter, so it is kept in memory and in the user's cache folder (rebuilt if missing).
     """
     from . import paths
-    from .backbone import load_extractor, weights_digest
+    from .backbone import RawTaps, load_extractor, weights_digest
 
     key = (backbone, weights_digest(backbone)[:16], int(shape_hw[0]), int(shape_hw[1]), torch.__version__, OPSET)
     if key in _RAW_CACHE:
         return _RAW_CACHE[key]
-    fname = "{}-{}-{}x{}-torch{}-op{}.onnx".format(*key).replace("+", "_")
+    fname = "taps-{}-{}-{}x{}-torch{}-op{}.onnx".format(*key).replace("+", "_")
     path = None
     try:
         path = paths.cache_dir() / "onnx" / fname
@@ -78,7 +78,7 @@ def raw_extractor_graph(backbone: str, shape_hw: tuple[int, int]) -> bytes:
             return data
     except OSError:
         path = None
-    data = export(load_extractor(backbone), torch.zeros(1, 3, *shape_hw), ["raw"])
+    data = export(RawTaps(load_extractor(backbone)), torch.zeros(1, 3, *shape_hw), ["tap4", "tap8", "tap16"])
     _RAW_CACHE[key] = data
     if path is not None:
         try:
@@ -92,27 +92,48 @@ def raw_extractor_graph(backbone: str, shape_hw: tuple[int, int]) -> bytes:
 
 
 def append_projection(raw_graph: bytes, mean: np.ndarray, components: np.ndarray) -> bytes:
-    """Add the PCA projection (a 1x1 convolution) after a raw-feature graph's only output.
+    """Turn the raw three-tap graph into the embedder by appending the PCA projection.
 
-    Editing the graph avoids a second torch export (seconds) when a recipe is trained; the result
-    is checked against the torch ``Embedder`` whenever an inspector loads it.
+    Each tap gets its slice of the projection as a 1x1 convolution; the stride-16 part is then
+    upsampled (bilinear x2, half-pixel) and the three are summed with the bias, exactly as
+    ``core.networks.Embedder`` computes. Editing the graph avoids a second torch export (seconds);
+    the result is checked against the torch module whenever an inspector loads it.
     """
     import onnx
     from onnx import helper, numpy_helper
 
     model = onnx.load_from_string(raw_graph)
     graph = model.graph
-    raw_out = graph.output[0]
+    outs = list(graph.output)
+    if len(outs) != 3:
+        raise ValueError("the raw graph must have three tap outputs")
+    channels = [o.type.tensor_type.shape.dim[1].dim_value for o in outs]
     comps = np.asarray(components, dtype=np.float32)
-    weight = np.ascontiguousarray(comps.T[:, :, None, None])
-    bias = -(np.asarray(mean, dtype=np.float32) @ comps)
-    graph.initializer.extend([numpy_helper.from_array(weight, "pca_weight"), numpy_helper.from_array(bias.astype(np.float32), "pca_bias")])
-    graph.node.append(helper.make_node("Conv", [raw_out.name, "pca_weight", "pca_bias"], ["features"], kernel_shape=[1, 1]))
-    dims = [d.dim_param or d.dim_value for d in raw_out.type.tensor_type.shape.dim]
-    shape = [dims[0], comps.shape[1], *dims[2:]] if len(dims) == 4 else None
-    out = helper.make_tensor_value_info("features", onnx.TensorProto.FLOAT, shape)
+    if sum(channels) != comps.shape[0]:
+        raise ValueError(f"projection has {comps.shape[0]} inputs, the taps give {sum(channels)}")
+    d = comps.shape[1]
+    bias = (-(np.asarray(mean, dtype=np.float32) @ comps)).astype(np.float32).reshape(1, d, 1, 1)
+    inits = [numpy_helper.from_array(bias, "pca_bias"),
+             numpy_helper.from_array(np.array([1.0, 1.0, 2.0, 2.0], dtype=np.float32), "up_scales")]
+    nodes = []
+    start = 0
+    projected = []
+    for i, (out, c) in enumerate(zip(outs, channels)):
+        w = np.ascontiguousarray(comps[start : start + c].T)[:, :, None, None]
+        inits.append(numpy_helper.from_array(w, f"pca_w{i}"))
+        nodes.append(helper.make_node("Conv", [out.name, f"pca_w{i}"], [f"proj{i}"], kernel_shape=[1, 1]))
+        projected.append(f"proj{i}")
+        start += c
+    nodes.append(helper.make_node("Resize", [projected[2], "", "up_scales"], ["proj2_up"], mode="linear",
+                                  coordinate_transformation_mode="half_pixel"))
+    nodes.append(helper.make_node("Add", [projected[0], projected[1]], ["sum01"]))
+    nodes.append(helper.make_node("Add", ["sum01", "proj2_up"], ["sum012"]))
+    nodes.append(helper.make_node("Add", ["sum012", "pca_bias"], ["features"]))
+    graph.initializer.extend(inits)
+    graph.node.extend(nodes)
+    dims = [dd.dim_param or dd.dim_value for dd in outs[1].type.tensor_type.shape.dim]
     del graph.output[:]
-    graph.output.append(out)
+    graph.output.append(helper.make_tensor_value_info("features", onnx.TensorProto.FLOAT, [dims[0], d, dims[2], dims[3]]))
     onnx.checker.check_model(model)
     return model.SerializeToString()
 

@@ -66,9 +66,9 @@ class PatchCore:
         return np.sqrt(out, out=out)
 
     def distance_grid(self, features: np.ndarray, exclude_source: int | None = None) -> np.ndarray:
-        """(D, h, w) feature map -> (h, w) patch distances."""
+        """(D', h, w) feature map -> (h, w) patch distances, on the bank's leading D <= D' dims."""
         d, h, w = features.shape
-        q = features.reshape(d, h * w).T
+        q = features[: self.dim].reshape(self.dim, h * w).T
         return self.nearest(q, exclude_source).reshape(h, w)
 
     # -- training -------------------------------------------------------------------------
@@ -86,7 +86,10 @@ class PatchCore:
         cancel: Callable[[], bool] | None = None,
         progress: Callable[[float], None] | None = None,
     ) -> "PatchCore":
-        """Build the bank from all good patches (N, D) with greedy k-center on the leading dims."""
+        """Build the bank from all good patches (N, D) with greedy k-center on the leading dims.
+
+        ``patches`` may already be cut to the dims the bank should keep (see ``TrainConfig``).
+        """
         k = coreset_size(patches.shape[0], ratio, minimum, maximum)
         view = patches[:, : min(select_dims, patches.shape[1])]
         idx = greedy_coreset(view, k, seed=seed, cancel=cancel, progress=progress)

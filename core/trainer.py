@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import onnx_runtime, preprocess
-from .backbone import DEFAULT_BACKBONE, FEATURE_STRIDE, load_extractor, weights_digest, working_shape
+from .backbone import DEFAULT_BACKBONE, FEATURE_STRIDE, load_extractor, upsample2x, weights_digest, working_shape
 from .calibration import DEFAULT_BUDGET, fit_threshold, tradeoff
 from .coreset import Cancelled
 from .fitting import classifier_probabilities, train_autoencoder, train_classifier
@@ -66,7 +66,8 @@ class TrainConfig:
     size: int = 256  # short side of the working image, pixels
     roi: tuple[int, int, int, int] | None = None  # x, y, w, h in the good images' pixels
     ignore_zones: tuple[tuple[int, int, int, int], ...] = ()
-    pca_dim: int = 128
+    pca_dim: int = 128  # projected feature channels (the autoencoder and classifier see all of them)
+    patchcore_dims: int = 64  # leading components the memory bank keeps (nearest-neighbour cost)
     pca_images: int = 48  # images whose raw features fit the projection
     pca_samples: int = 32768  # patches sampled from them
     coreset_ratio: float = 0.01
@@ -221,10 +222,12 @@ def train_recipe(
     raw = []
     for i in range(0, len(pca_idx), 8):
         x = np.concatenate([preprocess.to_tensor(good_w[j]) for j in pca_idx[i : i + 8]])
-        if use_ort:
-            f = np.concatenate([run_raw(x[j : j + 1])[0] for j in range(len(x))])
-        else:
-            with torch.no_grad():
+        with torch.no_grad():
+            if use_ort:
+                taps = [run_raw(x[j : j + 1]) for j in range(len(x))]
+                f4, f8, f16 = (torch.from_numpy(np.concatenate([t[k] for t in taps])) for k in range(3))
+                f = torch.cat([f4, f8, upsample2x(f16)], dim=1).numpy()
+            else:
                 f = extractor(torch.from_numpy(x)).numpy()
         f = f.transpose(0, 2, 3, 1).reshape(len(x), -1, f.shape[1])
         for rows in f:
@@ -265,7 +268,8 @@ def train_recipe(
 
     # 4. PatchCore -------------------------------------------------------------------------
     clock.stage(3)
-    patches = np.ascontiguousarray(feats.transpose(0, 2, 3, 1).reshape(-1, d))
+    pc_dims = int(min(config.patchcore_dims, d))
+    patches = np.ascontiguousarray(feats[:, :pc_dims].transpose(0, 2, 3, 1).reshape(-1, pc_dims))
     image_ids = np.repeat(np.arange(n, dtype=np.int32), gh * gw)
     if ignore is not None:  # ignored cells never enter the bank
         keep = np.tile(~ignore.ravel(), n)
@@ -332,7 +336,7 @@ def train_recipe(
         "calibration.autoencoder": ae_scores.astype(np.float32),
     }
     tensors.update({f"autoencoder.{k}": v.detach().numpy().copy() for k, v in ae.state_dict().items()})
-    models = {"patchcore": {"bank_size": len(patchcore), "dim": d}, "autoencoder": ae.hparams}
+    models = {"patchcore": {"bank_size": len(patchcore), "dim": patchcore.dim}, "autoencoder": ae.hparams}
     if clf is not None:
         thresholds["classifier"] = clf_summary.pop("threshold")
         tensors["calibration.classifier"] = clf_summary.pop("good_scores")

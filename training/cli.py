@@ -24,12 +24,22 @@ from tqdm import tqdm
 
 
 def _progress_bar(desc: str):
-    bar = tqdm(total=100, desc=desc, unit="%", bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}", file=sys.stderr)
+    """A tqdm bar on a terminal; one line per stage when the output is a file or a pipe."""
+    tty = sys.stderr.isatty()
+    bar = tqdm(total=100, desc=desc, unit="%", file=sys.stderr, disable=not tty, mininterval=0.2,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+    last_stage = [None]
 
     def update(stage: str, fraction: float) -> None:
-        bar.n = round(100 * fraction, 1)
-        bar.set_postfix_str(stage, refresh=False)
-        bar.refresh()
+        if not tty:
+            if stage != last_stage[0]:
+                print(f"{desc}: {stage} ({fraction:.0%})", file=sys.stderr, flush=True)
+                last_stage[0] = stage
+            return
+        if stage != last_stage[0]:
+            bar.set_postfix_str(stage, refresh=False)
+            last_stage[0] = stage
+        bar.update(round(100 * fraction, 1) - bar.n)  # tqdm redraws at most every mininterval
 
     return bar, update
 
@@ -123,7 +133,7 @@ def cmd_inspect(args) -> int:
     counts = {"PASS": 0, "FAIL": 0, "REVIEW": 0, "error": 0}
     used_names: set[str] = set()
     for item in tqdm(inspect_files(inspector, files, keep_images=heat_dir is not None), total=len(files),
-                     desc="Inspecting", unit="img", file=sys.stderr):
+                     desc="Inspecting", unit="img", file=sys.stderr, mininterval=0.5, disable=None):
         if not item.ok:
             counts["error"] += 1
             rows.append([item.path, "", "", "", "", "", "", "", "", item.error])

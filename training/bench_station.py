@@ -1,0 +1,217 @@
+"""Live-station benchmark: the real main window, offscreen, demo source, demo recipe.
+
+    python -m training.bench_station [--duration 60] [--presses 50] [--data-dir DIR]
+
+Continuous mode for ``duration`` seconds: displayed frames per second (frames actually painted by
+the live view), inspections per second, and the UI thread's responsiveness: a 5 ms precise QTimer
+records the time between its ticks; a gap is that time minus 5 ms (longest and p95).
+Triggered mode: ``presses`` Space key presses on the window (QTest.keyClick), each at a random
+moment; latency = from the key press to the verdict banner painted with the new verdict (p50, p95).
+
+The data folder (default: <tmp>/station-bench) keeps the demo recipe between runs; on the first
+run the window builds it like a station's first start (about 1-2 minutes on 2 cores).
+Targets: >= 25 fps displayed while inspecting continuously, longest UI gap <= 50 ms, triggered
+p95 <= 100 ms. Timings are printed, never asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TIMER_MS = 5
+TARGETS = {"display_fps": (">=", 25.0), "ui_gap_max_ms": ("<=", 50.0), "trigger_p95_ms": ("<=", 100.0)}
+
+
+def _spin(ms: float) -> None:
+    """Run the event loop for ``ms`` (the benchmark's own waiting; the app never does this)."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(int(ms), loop.quit)
+    loop.exec()
+
+
+def _wait_until(predicate, timeout_s: float, poll_ms: int = 1) -> bool:
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    if predicate():
+        return True
+    loop = QEventLoop()
+    deadline = time.perf_counter() + timeout_s
+    timer = QTimer(interval=poll_ms)
+
+    def check() -> None:
+        if predicate() or time.perf_counter() > deadline:
+            loop.quit()
+
+    timer.timeout.connect(check)
+    timer.start()
+    loop.exec()
+    timer.stop()
+    return predicate()
+
+
+class GapProbe:
+    """A precise 5 ms timer on the UI thread; the spread of its ticks shows event-loop stalls."""
+
+    def __init__(self):
+        from PySide6.QtCore import Qt, QTimer
+
+        self.ticks: list[float] = []
+        self.timer = QTimer()
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.setInterval(TIMER_MS)
+        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+
+    def start(self) -> None:
+        self.ticks = []
+        self.timer.start()
+
+    def stop(self) -> dict:
+        self.timer.stop()
+        gaps = np.maximum(np.diff(np.asarray(self.ticks)) * 1e3 - TIMER_MS, 0.0)
+        if gaps.size == 0:
+            return {"ui_gap_max_ms": float("nan"), "ui_gap_p95_ms": float("nan"), "ui_ticks": 0}
+        return {"ui_gap_max_ms": float(gaps.max()), "ui_gap_p95_ms": float(np.percentile(gaps, 95)),
+                "ui_gap_p99_ms": float(np.percentile(gaps, 99)), "ui_ticks": int(gaps.size + 1)}
+
+
+def run(duration: float = 60.0, presses: int = 50, data_dir: str | None = None, demo_fps: float = 30.0,
+        warmup: float = 3.0, quiet: bool = False) -> dict:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    from station.app import make_application
+    from station.context import StationContext
+    from station.main_window import MainWindow
+    from station.mailbox import CONTINUOUS, TRIGGERED
+
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    data = Path(data_dir or Path(tempfile.gettempdir()) / "station-bench")
+    app = make_application()
+    context = StationContext(data / "data", data / "config")
+    s = context.settings
+    s.source_kind, s.demo_kind, s.demo_fps, s.demo_defect_rate = "demo", "bracket", demo_fps, 0.3
+    s.mode, s.keep_images = CONTINUOUS, "review_fail"
+    window = MainWindow(context, force_demo=True)
+    window.resize(1440, 900)
+    window.show()
+    p = window.pipeline
+    out: dict = {"machine_cpus": os.cpu_count(), "load_avg_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    try:
+        t0 = time.perf_counter()
+        window.start()
+        p.task_progressed.connect(lambda stage, f: None)
+        if not _wait_until(lambda: p.ready, timeout_s=900, poll_ms=200):
+            raise RuntimeError("the demo recipe did not become ready: " + p.state)
+        out["ready_after_s"] = time.perf_counter() - t0
+        say(f"recipe {p.current_recipe.label} ready after {out['ready_after_s']:.1f} s "
+            f"({p.loaded.backend}, {p.inference.threads} inference thread(s))")
+        _spin(warmup * 1000)
+
+        # -- continuous ------------------------------------------------------------------
+        latencies: list[float] = []
+        p.inspection_ready.connect(lambda r: latencies.append(r.inspection.latency_ms))
+        probe = GapProbe()
+        shown0, seen0 = window.live_view.frames_shown, window.inspections_seen
+        dropped0 = p.inference.inbox.dropped
+        probe.start()
+        t_start = time.perf_counter()
+        _spin(duration * 1000)
+        elapsed = time.perf_counter() - t_start
+        out.update(probe.stop())
+        out["duration_s"] = elapsed
+        out["display_fps"] = (window.live_view.frames_shown - shown0) / elapsed
+        out["inspections_per_s"] = (window.inspections_seen - seen0) / elapsed
+        out["frames_dropped_by_mailbox"] = p.inference.inbox.dropped - dropped0
+        if latencies:
+            out["inference_p50_ms"] = float(np.percentile(latencies, 50))
+            out["inference_p95_ms"] = float(np.percentile(latencies, 95))
+
+        # -- triggered -------------------------------------------------------------------
+        p.set_mode(TRIGGERED)
+        window.activateWindow()
+        _spin(500)
+        rng = random.Random(0)
+        lat, misses = [], 0
+        for _ in range(presses):
+            _spin(rng.uniform(60, 250))  # press at a random moment between camera frames
+            t_press = time.perf_counter()
+            QTest.keyClick(window, Qt.Key.Key_Space)
+            seq = window.banner.shown_seq  # "Inspecting…" was set by the key press
+            ok = _wait_until(lambda: window.banner.painted_seq > seq and window.banner.state != "BUSY", 5.0)
+            if ok and p.trigger_pending is False:
+                lat.append((window.banner.last_painted - t_press) * 1e3)
+            else:
+                misses += 1
+                p.cancel_current()
+        out["trigger_presses"] = presses
+        out["trigger_misses"] = misses
+        if lat:
+            out["trigger_p50_ms"] = float(np.percentile(lat, 50))
+            out["trigger_p95_ms"] = float(np.percentile(lat, 95))
+            out["trigger_max_ms"] = float(np.max(lat))
+    finally:
+        window.close()
+        context.close()
+    out["targets_met"] = {k: _meets(out.get(k), *TARGETS[k]) for k in TARGETS}
+    say(table(out))
+    del app
+    return out
+
+
+def _meets(value, op: str, target: float) -> bool | None:
+    if value is None or not np.isfinite(value):
+        return None
+    return value >= target if op == ">=" else value <= target
+
+
+def table(r: dict) -> str:
+    rows = [
+        ("displayed frames per second (continuous)", r.get("display_fps"), ">= 25"),
+        ("inspections per second (continuous)", r.get("inspections_per_s"), ""),
+        ("inference latency p50 / p95, ms", (r.get("inference_p50_ms"), r.get("inference_p95_ms")), ""),
+        ("frames skipped by the newest-frame mailbox", r.get("frames_dropped_by_mailbox"), ""),
+        ("UI thread: longest event-loop gap, ms", r.get("ui_gap_max_ms"), "<= 50"),
+        ("UI thread: p95 / p99 gap, ms", (r.get("ui_gap_p95_ms"), r.get("ui_gap_p99_ms")), ""),
+        ("triggered: Space -> verdict shown p50, ms", r.get("trigger_p50_ms"), ""),
+        ("triggered: Space -> verdict shown p95, ms", r.get("trigger_p95_ms"), "<= 100"),
+        ("triggered: max, ms / presses missed", (r.get("trigger_max_ms"), r.get("trigger_misses")), ""),
+    ]
+
+    def fmt(v):
+        if isinstance(v, tuple):
+            return " / ".join(fmt(x) for x in v)
+        if v is None:
+            return "—"
+        return f"{v:.1f}" if isinstance(v, float) else str(v)
+
+    width = max(len(name) for name, _, _ in rows)
+    lines = [f"{'metric':<{width}}  {'measured':>14}  target", "-" * (width + 26)]
+    lines += [f"{name:<{width}}  {fmt(v):>14}  {t}" for name, v, t in rows]
+    lines.append(f"(continuous phase {r.get('duration_s', 0):.0f} s, {r.get('machine_cpus')} CPUs, "
+                 f"load average at start {r.get('load_avg_start') or 0:.2f})")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.bench_station", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds of continuous inspection (default 60)")
+    ap.add_argument("--presses", type=int, default=50, help="Space presses in triggered mode (default 50)")
+    ap.add_argument("--data-dir", help="bench data folder (keeps the demo recipe between runs)")
+    ap.add_argument("--fps", type=float, default=30.0, help="demo camera frame rate (default 30)")
+    args = ap.parse_args(argv)
+    run(args.duration, args.presses, args.data_dir, args.fps)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
