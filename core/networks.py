@@ -60,7 +60,7 @@ class Embedder(nn.Module):
 class FeatureAutoencoder(nn.Module):
     """Reconstructs whitened feature maps through an 8x8-cell bottleneck (h, w multiples of 4)."""
 
-    def __init__(self, channels: int = 128, width: int = 64, bottleneck: int = 32):
+    def __init__(self, channels: int = 128, width: int = 32, bottleneck: int = 32):
         super().__init__()
         self.hparams = {"channels": channels, "width": width, "bottleneck": bottleneck}
         self.register_buffer("scale", torch.ones(channels))

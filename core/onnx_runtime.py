@@ -138,6 +138,20 @@ def append_projection(raw_graph: bytes, mean: np.ndarray, components: np.ndarray
     return model.SerializeToString()
 
 
+def chain(first: bytes, second: bytes, link: tuple[str, str] = ("features", "x")) -> bytes:
+    """One graph running ``first`` then ``second`` (its input fed by ``first``'s output).
+
+    The inspector runs embedder and scorer as one session call: no copy of the feature map out of
+    and back into ONNX Runtime, no second dispatch.
+    """
+    import onnx
+    from onnx import compose
+
+    a = onnx.load_from_string(first)
+    b = compose.add_prefix(onnx.load_from_string(second), prefix="s_")
+    return compose.merge_models(a, b, io_map=[(link[0], "s_" + link[1])]).SerializeToString()
+
+
 def default_threads() -> int:
     """Inference threads: $STATION_THREADS when set, else every core."""
     cores = os.cpu_count() or 1
@@ -160,6 +174,7 @@ def session(model: bytes, threads: int | None = None) -> "ort.InferenceSession":
     # Do not let idle ORT threads spin: NumPy's BLAS (the nearest-neighbour search) runs right
     # after each graph and would otherwise compete with spinning threads for the same cores.
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.set_denormal_as_zero", "1")
     providers = ["CPUExecutionProvider"]
     return ort.InferenceSession(model, sess_options=so, providers=providers)
 

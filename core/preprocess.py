@@ -14,7 +14,8 @@ import numpy as np
 from .backbone import FEATURE_STRIDE
 
 ASPECT_TOLERANCE = 1.15  # wider or narrower than this (ratio) is not the trained product's framing
-BLANK_STD = 2.0  # grey-level standard deviation below which an image is treated as blank
+BLANK_STD = 2.0
+FINAL_INTERPOLATION = cv2.INTER_LINEAR  # grey-level standard deviation below which an image is treated as blank
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,9 @@ def crop_resize(image: np.ndarray, geo: Geometry) -> np.ndarray:
     while crop.shape[0] >= 2 * wh and crop.shape[1] >= 2 * ww:
         h2, w2 = crop.shape[0] // 2, crop.shape[1] // 2
         crop = cv2.resize(crop[: 2 * h2, : 2 * w2], (w2, h2), interpolation=cv2.INTER_AREA)
-    shrink = crop.shape[0] > wh or crop.shape[1] > ww
-    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    return cv2.resize(crop, (ww, wh), interpolation=interp)
+    # What remains is a factor below 2: linear interpolation then averages neighbouring pixels,
+    # enough against aliasing, at a tenth of the cost of a non-integer area resize.
+    return cv2.resize(crop, (ww, wh), interpolation=FINAL_INTERPOLATION)
 
 
 def to_tensor(working: np.ndarray) -> np.ndarray:
@@ -105,8 +106,9 @@ def ignore_mask(
 def framing_problems(image_hw, working: np.ndarray, reference_aspect: float | None) -> list[str]:
     """Plain-language reasons why an image cannot be judged like the trained product."""
     notes = []
-    gray = working.mean(axis=2) if working.ndim == 3 else working
-    if float(gray.std()) < BLANK_STD:
+    sample = working[::2, ::2]  # a quarter of the pixels is plenty for a blank-frame check
+    gray = cv2.cvtColor(sample, cv2.COLOR_RGB2GRAY) if sample.ndim == 3 else sample
+    if float(cv2.meanStdDev(gray)[1][0, 0]) < BLANK_STD:
         notes.append("The image is almost uniform: is the camera covered, or the light off?")
     if reference_aspect:
         aspect = image_hw[1] / float(image_hw[0])

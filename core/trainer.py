@@ -70,9 +70,9 @@ class TrainConfig:
     patchcore_dims: int = 64  # leading components the memory bank keeps (nearest-neighbour cost)
     pca_images: int = 48  # images whose raw features fit the projection
     pca_samples: int = 32768  # patches sampled from them
-    coreset_ratio: float = 0.01
+    coreset_ratio: float = 0.005  # memory bank: this share of all good patches, clamped below
     coreset_min: int = 1024
-    coreset_max: int = 4096
+    coreset_max: int = 2048
     false_reject_budget: float = DEFAULT_BUDGET
     ae_folds: int = 3  # autoencoder calibration: out-of-fold scores from this many fold models
     min_good: int = 10

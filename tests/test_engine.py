@@ -55,7 +55,7 @@ def test_scores_are_normalised_to_the_threshold(inspector, tiny_recipe):
         thr = tiny_recipe.threshold(s.model)
         assert s.score == pytest.approx(s.raw / thr.value)
         assert s.band == pytest.approx(thr.band)
-    assert r.latency_ms > 0 and {"preprocess", "embed", "score", "maps"} <= set(r.timings_ms)
+    assert r.latency_ms > 0 and {"preprocess", "models", "fuse", "maps"} <= set(r.timings_ms)
     assert r.recipe == "tiny" and r.recipe_version == 1
 
 
