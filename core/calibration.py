@@ -106,6 +106,16 @@ def fit_threshold(
     )
 
 
+def expected_false_reject(good_scores, value: float) -> float:
+    """Fitted probability (the calibration's Gumbel law) that a good part scores at or above ``value``."""
+    x = np.asarray(good_scores, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    if x.size < MIN_SCORES:
+        raise CalibrationError(f"Need at least {MIN_SCORES} good scores (got {x.size}).")
+    mu, beta = _gumbel_fit(x)
+    return float(_gumbel_sf(mu, beta, float(value)))
+
+
 def tradeoff(good_scores, defect_scores, thresholds) -> list[dict]:
     """Recall and false-reject rate at each threshold (for recipes with labelled defects)."""
     g = np.asarray(good_scores, dtype=np.float64)

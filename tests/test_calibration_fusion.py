@@ -91,3 +91,15 @@ def test_three_models_must_all_agree():
     v = fuse([model_score("patchcore", 2, t), model_score("autoencoder", 2, t), model_score("classifier", 0.2, t)])
     assert v.decision is Decision.REVIEW and Reason.MODELS_DISAGREE in v.reasons
     assert "classifier" in v.notes[-1]
+
+
+def test_expected_false_reject_follows_the_fitted_law():
+    from core.calibration import expected_false_reject
+
+    rng = np.random.default_rng(3)
+    scores = rng.gumbel(5.0, 0.4, size=300)
+    thr = fit_threshold(scores, 1 / 200)
+    # the threshold is never below the fitted budget quantile, so the fitted rate there is within budget
+    assert expected_false_reject(scores, thr.value) <= 1 / 200 + 1e-12
+    assert expected_false_reject(scores, thr.high) == pytest.approx(thr.expected_false_reject)
+    assert expected_false_reject(scores, 100.0) < 1e-9 < expected_false_reject(scores, 4.0)
