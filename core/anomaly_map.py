@@ -48,10 +48,10 @@ def region_in_image(
     level: float,
 ) -> tuple[int, int, int, int] | None:
     """``region_of`` computed at the working resolution (cheap), returned in input-image pixels."""
-    box = region_of(upsample(smooth, working_hw), level)
+    wh, ww = (max(1, v // 2) for v in working_hw)  # half the working resolution is plenty for a box
+    box = region_of(upsample(smooth, (wh, ww)), level)
     if box is None:
         return None
-    wh, ww = working_hw
     rx, ry, rw, rh = roi_xywh
     sx, sy = rw / float(ww), rh / float(wh)
     x0, y0 = rx + int(np.floor(box[0] * sx)), ry + int(np.floor(box[1] * sy))

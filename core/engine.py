@@ -69,7 +69,10 @@ def _prefixed(tensors: dict, prefix: str) -> dict:
 
 
 class Inspector:
-    def __init__(self, recipe: Recipe, backend: str = "auto", threads: int | None = None, verify: bool = True):
+    def __init__(self, recipe: Recipe, backend: str = "auto", threads: int | None = None, verify: bool = True,
+                 spin: bool = True):
+        """``spin``: ONNX Runtime threads spin between operators (lowest latency; see
+        ``onnx_runtime.session``). Pass False where other busy threads share the cores."""
         if backend not in ("auto", "onnx", "torch"):
             raise ValueError("backend must be 'auto', 'onnx' or 'torch'")
         self.recipe = recipe
@@ -94,9 +97,10 @@ class Inspector:
             try:
                 if "scorer" not in recipe.onnx:
                     raise RuntimeError("the scorer graph is missing")
-                self._ort["embedder"] = onnx_runtime.OrtModel(recipe.onnx["embedder"], threads)
+                # the embedder alone serves checks and feature extraction: it never spins
+                self._ort["embedder"] = onnx_runtime.OrtModel(recipe.onnx["embedder"], threads, spin=False)
                 self._ort["inspect"] = onnx_runtime.OrtModel(
-                    onnx_runtime.chain(recipe.onnx["embedder"], recipe.onnx["scorer"]), threads
+                    onnx_runtime.chain(recipe.onnx["embedder"], recipe.onnx["scorer"]), threads, spin=spin
                 )
                 if verify:
                     self._verify()

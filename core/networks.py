@@ -23,16 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import PatchFeatureExtractor, upsample2x
+from .backbone import PatchFeatureExtractor, aggregate, upsample2x
 from .projection import Projection
 
 
 class Embedder(nn.Module):
     """(B, 3, H, W) RGB 0..255 -> (B, D, H/8, W/8) projected patch features.
 
-    The projection is linear and so is the bilinear upsampling of the stride-16 tap, so each tap
-    is projected at its own resolution and only the D projected channels of the stride-16 tap are
-    upsampled: the same result as projecting the concatenated features, at half the arithmetic.
+    The projection is linear, and so are the 3x3 aggregation and the bilinear upsampling, so each
+    tap is projected at its own resolution first and only D channels are aggregated and upsampled:
+    the same result as projecting the concatenated features, at half the arithmetic.
     """
 
     def __init__(self, extractor: PatchFeatureExtractor, projection: Projection):
@@ -52,9 +52,9 @@ class Embedder(nn.Module):
         self.register_buffer("bias", torch.from_numpy(-(mean @ comps)).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f4, f8, f16 = self.extractor.taps(x)
+        f4, t8, t16 = self.extractor.taps(x)
         p4, p8, p16 = self.parts
-        return p4(f4) + p8(f8) + upsample2x(p16(f16)) + self.bias
+        return p4(f4) + aggregate(p8(t8)) + upsample2x(aggregate(p16(t16))) + self.bias
 
 
 class FeatureAutoencoder(nn.Module):
@@ -148,9 +148,9 @@ class PatchCoreDistances(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         b, _, h, w = feats.shape
         d = self.bank.shape[0] - 1  # the bank may keep only the leading components
-        q = feats[:, :d].flatten(2).transpose(1, 2)  # (B, hw, D)
-        qa = torch.cat([q, torch.ones_like(q[..., :1])], dim=2)
-        best = torch.matmul(qa, self.bank).min(dim=2).values + (q * q).sum(dim=2)
+        q = feats[:, :d].flatten(2).transpose(1, 2).reshape(-1, d)  # (B*hw, D): one 2-D GEMM
+        qa = torch.cat([q, torch.ones_like(q[:, :1])], dim=1)
+        best = torch.matmul(qa, self.bank).min(dim=1).values + (q * q).sum(dim=1)
         return torch.sqrt(torch.clamp(best, min=0.0)).view(b, 1, h, w)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import onnx_runtime, preprocess
-from .backbone import DEFAULT_BACKBONE, FEATURE_STRIDE, load_extractor, upsample2x, weights_digest, working_shape
+from .backbone import DEFAULT_BACKBONE, FEATURE_STRIDE, aggregate, load_extractor, upsample2x, weights_digest, working_shape
 from .calibration import DEFAULT_BUDGET, fit_threshold, tradeoff
 from .coreset import Cancelled
 from .fitting import classifier_probabilities, train_autoencoder, train_classifier
@@ -225,8 +225,8 @@ def train_recipe(
         with torch.no_grad():
             if use_ort:
                 taps = [run_raw(x[j : j + 1]) for j in range(len(x))]
-                f4, f8, f16 = (torch.from_numpy(np.concatenate([t[k] for t in taps])) for k in range(3))
-                f = torch.cat([f4, f8, upsample2x(f16)], dim=1).numpy()
+                f4, t8, t16 = (torch.from_numpy(np.concatenate([t[k] for t in taps])) for k in range(3))
+                f = torch.cat([f4, aggregate(t8), upsample2x(aggregate(t16))], dim=1).numpy()
             else:
                 f = extractor(torch.from_numpy(x)).numpy()
         f = f.transpose(0, 2, 3, 1).reshape(len(x), -1, f.shape[1])

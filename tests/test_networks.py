@@ -77,3 +77,19 @@ def test_patchcore_distances_module_matches_the_numpy_search():
     pc = PatchCore(bank)
     for i in range(2):
         np.testing.assert_allclose(got[i, 0], pc.distance_grid(feats[i]), rtol=1e-4, atol=1e-4)
+
+
+def test_normalisation_folded_into_the_stem_is_exact():
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from core.backbone import weights_path
+
+    net = EfficientNet.from_name("efficientnet-lite0")
+    net.load_state_dict(torch.load(weights_path("efficientnet-lite0"), map_location="cpu", weights_only=True))
+    net.eval()
+    ext = load_extractor("efficientnet-lite0")
+    x = torch.rand(1, 3, 64, 96) * 255
+    with torch.no_grad():
+        want = net._swish(net._bn0(net._conv_stem((x - 127.0) / 128.0)))
+        got = ext.stem(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
