@@ -185,7 +185,6 @@ def session(model: bytes, threads: int | None = None, spin: bool = True) -> "ort
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    so.add_session_config_entry("session.set_denormal_as_zero", "1")
     providers = ["CPUExecutionProvider"]
     return ort.InferenceSession(model, sess_options=so, providers=providers)
 
