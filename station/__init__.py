@@ -1,0 +1,1 @@
+"""The PySide6 station app (see docs/ARCHITECTURE.md)."""

@@ -147,7 +147,7 @@ class StationContext:
             stamp = _dt.datetime.now().strftime("%H%M%S_%f")
             stem = f"{stamp}_{inspection.recipe}_{inspection.frame_id}"
         image_path = folder / f"{stem}.png"
-        heat_path = folder / f"{stem}_heatmap.png"
+        heat_path = folder / f"{stem}_heatmap.jpg"  # an overlay to look at: JPEG is 20x faster to write
         save_image_atomic(image_path, image)
         pc = inspection.maps.get("patchcore")
         if pc is not None:

@@ -5,6 +5,9 @@
 Continuous mode for ``duration`` seconds: displayed frames per second (frames actually painted by
 the live view), inspections per second, and the UI thread's responsiveness: a 5 ms precise QTimer
 records the time between its ticks; a gap is that time minus 5 ms (longest and p95).
+Diagnostics for the longest gap: how long the UI thread itself ran during it and how long it
+waited for a core (Linux schedstat); the rest it was blocked (the GIL). Python GC pauses are
+recorded too (they stop every thread).
 Triggered mode: ``presses`` Space key presses on the window (QTest.keyClick), each at a random
 moment; latency = from the key press to the verdict banner painted with the new verdict (p50, p95).
 
@@ -58,6 +61,45 @@ def _wait_until(predicate, timeout_s: float, poll_ms: int = 1) -> bool:
     return predicate()
 
 
+def _runqueue_wait_s() -> float:
+    """Time this thread has spent runnable but not running (waiting for a core), Linux only."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+class GcProbe:
+    """Python garbage-collector pauses (they stop every thread, the UI thread included)."""
+
+    def __init__(self):
+        self.pauses: list[tuple[int, float]] = []
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.pauses.append((info.get("generation", -1), (time.perf_counter() - self._t0) * 1e3))
+
+    def __enter__(self):
+        import gc
+
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import gc
+
+        gc.callbacks.remove(self)
+
+    def summary(self) -> dict:
+        worst = max((ms for _, ms in self.pauses), default=0.0)
+        return {"gc_collections": len(self.pauses), "gc_gen2": sum(1 for g, _ in self.pauses if g == 2),
+                "gc_max_pause_ms": worst}
+
+
 class GapProbe:
     """A precise 5 ms timer on the UI thread; the spread of its ticks shows event-loop stalls."""
 
@@ -65,22 +107,38 @@ class GapProbe:
         from PySide6.QtCore import Qt, QTimer
 
         self.ticks: list[float] = []
+        self.cpu: list[float] = []  # the UI thread's own CPU time at each tick
+        self.queued: list[float] = []  # its time spent runnable but waiting for a core (Linux)
         self.timer = QTimer()
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.timer.setInterval(TIMER_MS)
-        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        self.ticks.append(time.perf_counter())
+        self.cpu.append(time.thread_time())
+        self.queued.append(_runqueue_wait_s())
 
     def start(self) -> None:
-        self.ticks = []
+        self.ticks, self.cpu, self.queued = [], [], []
         self.timer.start()
 
     def stop(self) -> dict:
         self.timer.stop()
-        gaps = np.maximum(np.diff(np.asarray(self.ticks)) * 1e3 - TIMER_MS, 0.0)
+        wall = np.diff(np.asarray(self.ticks)) * 1e3
+        gaps = np.maximum(wall - TIMER_MS, 0.0)
         if gaps.size == 0:
             return {"ui_gap_max_ms": float("nan"), "ui_gap_p95_ms": float("nan"), "ui_ticks": 0}
+        cpu = np.diff(np.asarray(self.cpu)) * 1e3
+        queued = np.diff(np.asarray(self.queued)) * 1e3
+        worst = int(np.argmax(gaps))
         return {"ui_gap_max_ms": float(gaps.max()), "ui_gap_p95_ms": float(np.percentile(gaps, 95)),
-                "ui_gap_p99_ms": float(np.percentile(gaps, 99)), "ui_ticks": int(gaps.size + 1)}
+                "ui_gap_p99_ms": float(np.percentile(gaps, 99)), "ui_ticks": int(gaps.size + 1),
+                # of the longest gap, how much the UI thread actually ran (the rest it waited for a
+                # core or the GIL); and the UI thread's share of one core over the whole phase
+                "ui_gap_max_cpu_ms": float(cpu[worst]),
+                "ui_gap_max_runqueue_ms": float(queued[worst]) if np.isfinite(queued[worst]) else None,
+                "ui_cpu_share": float(cpu.sum() / max(wall.sum(), 1e-9))}
 
 
 def run(duration: float = 60.0, presses: int = 50, data_dir: str | None = None, demo_fps: float = 30.0,
@@ -109,7 +167,6 @@ def run(duration: float = 60.0, presses: int = 50, data_dir: str | None = None, 
     try:
         t0 = time.perf_counter()
         window.start()
-        p.task_progressed.connect(lambda stage, f: None)
         if not _wait_until(lambda: p.ready, timeout_s=900, poll_ms=200):
             raise RuntimeError("the demo recipe did not become ready: " + p.state)
         out["ready_after_s"] = time.perf_counter() - t0
@@ -123,11 +180,13 @@ def run(duration: float = 60.0, presses: int = 50, data_dir: str | None = None, 
         probe = GapProbe()
         shown0, seen0 = window.live_view.frames_shown, window.inspections_seen
         dropped0 = p.inference.inbox.dropped
-        probe.start()
-        t_start = time.perf_counter()
-        _spin(duration * 1000)
-        elapsed = time.perf_counter() - t_start
-        out.update(probe.stop())
+        with GcProbe() as gc_probe:
+            probe.start()
+            t_start = time.perf_counter()
+            _spin(duration * 1000)
+            elapsed = time.perf_counter() - t_start
+            out.update(probe.stop())
+        out.update(gc_probe.summary())
         out["duration_s"] = elapsed
         out["display_fps"] = (window.live_view.frames_shown - shown0) / elapsed
         out["inspections_per_s"] = (window.inspections_seen - seen0) / elapsed
@@ -182,6 +241,11 @@ def table(r: dict) -> str:
         ("frames skipped by the newest-frame mailbox", r.get("frames_dropped_by_mailbox"), ""),
         ("UI thread: longest event-loop gap, ms", r.get("ui_gap_max_ms"), "<= 50"),
         ("UI thread: p95 / p99 gap, ms", (r.get("ui_gap_p95_ms"), r.get("ui_gap_p99_ms")), ""),
+        ("  longest gap: UI thread running / waiting for a core, ms",
+         (r.get("ui_gap_max_cpu_ms"), r.get("ui_gap_max_runqueue_ms")), ""),
+        ("  UI thread busy, share of one core", r.get("ui_cpu_share"), ""),
+        ("Python GC: collections (gen 2) / longest, ms",
+         (r.get("gc_collections"), r.get("gc_gen2"), r.get("gc_max_pause_ms")), ""),
         ("triggered: Space -> verdict shown p50, ms", r.get("trigger_p50_ms"), ""),
         ("triggered: Space -> verdict shown p95, ms", r.get("trigger_p95_ms"), "<= 100"),
         ("triggered: max, ms / presses missed", (r.get("trigger_max_ms"), r.get("trigger_misses")), ""),

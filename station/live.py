@@ -1,0 +1,366 @@
+"""The live session: source -> capture thread -> newest frame -> inference worker -> results.
+
+``LivePipeline`` is the model behind the main window (no widgets here). It owns the capture and
+inference threads, the long background jobs (first-run demo recipe, recipe loading) and the shift
+counters, and re-emits everything as UI-thread signals. Other widgets connect to these signals
+(``window.pipeline``); they never touch the worker threads.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+from typing import Callable
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from .capture import CaptureController
+from .context import StationContext
+from .inference import InferenceController, InspectionResult, LoadedRecipe
+from .mailbox import CONTINUOUS, MODES, TRIGGERED, RecordPolicy
+from .recording import Recorder
+from .shift import ShiftCounters
+from .sources import make_source
+from .tasks import Task
+
+log = logging.getLogger(__name__)
+
+TRIGGER_PATIENCE_MS = 3000  # after this, "Inspecting…" says what it is waiting for
+
+
+class LivePipeline(QObject):
+    frame_captured = Signal(object)  # core.types.Frame (at most a couple in flight; frames get skipped when busy)
+    source_status_changed = Signal(str, str)  # state (opening/running/lost/back/stopped/failed), message
+    inspection_ready = Signal(object)  # InspectionResult
+    inspection_recorded = Signal(int, object)  # store row id, Inspection
+    inspection_failed = Signal(int, str)  # trigger id (-1: none), message
+    recipe_changed = Signal(object)  # LoadedRecipe: its Inspector is ready, verdicts follow
+    state_changed = Signal(str, str)  # "starting" | "training" | "loading" | "ready" | "no_recipe", message
+    task_started = Signal(str)  # title of a long action (Esc cancels it)
+    task_progressed = Signal(str, float)  # stage, fraction 0..1
+    task_ended = Signal(str, str)  # "succeeded" | "failed" | "cancelled", message
+    trigger_changed = Signal(bool)  # True while a triggered inspection is awaited
+    mode_changed = Signal(str)
+    shift_changed = Signal(object)  # ShiftSnapshot
+    error_occurred = Signal(str)  # plain words, also logged
+
+    def __init__(self, context: StationContext, force_demo: bool = False,
+                 inspector_factory: Callable | None = None, source_factory: Callable | None = None,
+                 record: bool = True, parent: QObject | None = None):
+        super().__init__(parent)
+        self.context = context
+        self.force_demo = force_demo
+        self._source_factory = source_factory or (lambda s: make_source(s, force_demo=self.force_demo))
+        s = context.settings
+        mode = s.mode if s.mode in MODES else CONTINUOUS
+        policy = RecordPolicy.from_settings(s)
+        if not record:
+            policy = RecordPolicy(mode, policy.queue_fails, policy.keep_images, enabled=False)
+        self._record = record
+        self.inference = InferenceController(Recorder(context), inspector_factory, mode, policy, parent=self)
+        self.capture = CaptureController(sink=self.inference.inbox.put_frame, parent=self)
+        self.shift = ShiftCounters(context.config_dir)
+        self.loaded: LoadedRecipe | None = None
+        self.state = "starting"
+        self._task: Task | None = None
+        self._task_title = ""
+        self._finishing: set[Task] = set()
+        self._pending_trigger: int | None = None
+        self._persist_next_load = False
+        self._closing = False
+        self._trigger_timer = QTimer(self, singleShot=True, interval=TRIGGER_PATIENCE_MS)
+        self._trigger_timer.timeout.connect(self._trigger_slow)
+
+        self.capture.frame_captured.connect(self.frame_captured)
+        self.capture.status_changed.connect(self.source_status_changed)
+        inf = self.inference
+        inf.inspection_ready.connect(self._on_ready)
+        inf.inspection_recorded.connect(self._on_recorded)
+        inf.inspection_failed.connect(self._on_failed)
+        inf.recipe_loaded.connect(self._on_recipe_loaded)
+        inf.recipe_failed.connect(self._on_recipe_failed)
+        inf.error_occurred.connect(self._error)
+
+    # -- properties -------------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        return self.inference.inbox.mode
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded is not None
+
+    @property
+    def current_recipe(self):
+        """The core.recipe.Recipe whose verdicts are shown (None before one is ready)."""
+        return self.loaded.recipe if self.loaded else None
+
+    @property
+    def source(self):
+        return self.capture.source
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None
+
+    @property
+    def trigger_pending(self) -> bool:
+        return self._pending_trigger is not None
+
+    # -- start / stop -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the source and the worker, then find (or build) a recipe in the background."""
+        self.inference.start()
+        self.start_source()
+        self._set_state("starting", "Loading the product recipe…")
+        shift, context = self.shift, self.context
+
+        def startup(progress, cancelled):
+            progress("Reading this shift's results", 0.2)
+            counts = shift.counts_in_store(context.store)
+            progress("Loading the product recipe", 0.5)
+            return counts, context.active_recipe()
+
+        self._run_task("Starting", startup, self._started, quiet=True)
+
+    def start_source(self) -> None:
+        try:
+            source = self._source_factory(self.context.settings)
+        except Exception as exc:  # noqa: BLE001 - a bad setting must not stop the station
+            log.exception("Cannot create the image source")
+            self._error(f"The image source cannot be used: {exc}. Check File > Settings.")
+            return
+        self.capture.start(source)
+
+    def shutdown(self) -> None:
+        """Stop everything and wait for every thread (window close)."""
+        self._closing = True
+        self._trigger_timer.stop()
+        for task in [self._task, *self._finishing]:
+            if task is not None:
+                task.shutdown()
+        self._task = None
+        self._finishing.clear()
+        self.capture.stop()
+        self.inference.stop()
+
+    # -- recipes ----------------------------------------------------------------------------
+    def _started(self, result) -> None:
+        counts, recipe = result
+        self.shift.restore(counts)
+        self.shift_changed.emit(self.shift.snapshot())
+        if recipe is not None:
+            self._use(recipe)
+        elif getattr(self.source, "kind", "") == "demo":
+            self.build_demo_recipe()
+        else:
+            self._set_state("no_recipe", "No product recipe yet. Use Product > Build demo recipe, or teach a product.")
+
+    def _use(self, recipe) -> None:
+        self._set_state("loading", f"Preparing {recipe.label} for inspection…")
+        self.inference.set_recipe(recipe)
+
+    def load_recipe(self, product: str, version: int | None = None) -> bool:
+        """Switch to a saved recipe (loaded and verified off the UI thread)."""
+        context = self.context
+        self._persist_next_load = True
+        return self._run_task(f"Loading {product}", lambda p, c: context.load_recipe(product, version), self._use)
+
+    def use_recipe(self, recipe, persist: bool = True) -> None:
+        """Inspect with an in-memory recipe (e.g. a new threshold version just saved)."""
+        self._persist_next_load = persist
+        self._use(recipe)
+
+    def build_demo_recipe(self) -> bool:
+        root = self.context.recipes_root
+        self._set_state("training", "Building the demo recipe: the live view already shows the demo parts.")
+
+        def build(progress, cancelled):
+            from . import demo_recipe  # imports torch: in the task's thread, not at start-up
+
+            return demo_recipe.build_demo_recipe(root, progress, cancelled)
+
+        def built(recipe):
+            self._persist_next_load = True
+            self._use(recipe)
+
+        return self._run_task("Building the demo recipe", build, built)
+
+    def _on_recipe_loaded(self, loaded: LoadedRecipe) -> None:
+        # Everything built so far (libraries, models, widgets) lives as long as the process: move
+        # it out of the garbage collector's sight. A full collection walking it stalled every
+        # thread, the UI thread included, for ~150 ms on a 2-core bench PC; now it only walks
+        # what was made since (frames and results, short-lived). gc.freeze() itself is O(1).
+        gc.freeze()
+        self.loaded = loaded
+        if self._persist_next_load:
+            self._persist_next_load = False
+            s = self.context.settings
+            s.active_product, s.active_version = loaded.recipe.product, loaded.recipe.version
+            self._save_settings()
+        if loaded.fallback_reason:
+            log.warning("%s runs on torch: %s", loaded.label, loaded.fallback_reason)
+        self._set_state("ready", f"Inspecting with {loaded.label}")
+        self.recipe_changed.emit(loaded)
+
+    def _on_recipe_failed(self, message: str) -> None:
+        self._persist_next_load = False
+        self._error(message)
+        if self.loaded is None:
+            self._set_state("no_recipe", message)
+        else:
+            self._set_state("ready", f"Still inspecting with {self.loaded.label}")
+
+    # -- modes and triggers -----------------------------------------------------------------
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(mode)
+        if mode == self.mode:
+            return
+        self.inference.set_mode(mode)
+        self._clear_trigger()
+        self.context.settings.mode = mode
+        self._save_settings()
+        self.mode_changed.emit(mode)
+
+    def trigger(self) -> bool:
+        """Triggered mode: inspect the next captured frame once. False (and why) when it cannot."""
+        if self.mode != TRIGGERED:
+            return False
+        if self._pending_trigger is not None:
+            return False  # one at a time: the verdict is on its way
+        if not self.ready:
+            self._error("No recipe is ready yet: wait until the recipe has loaded.")
+            return False
+        tid = self.inference.trigger()
+        if tid is None:
+            return False
+        self._pending_trigger = tid
+        self._trigger_timer.start()
+        self.trigger_changed.emit(True)
+        return True
+
+    def _trigger_slow(self) -> None:
+        if self._pending_trigger is not None:
+            self._error(f"Still waiting for an image from {getattr(self.source, 'name', 'the camera')} "
+                        "(press Esc to cancel).")
+
+    def _clear_trigger(self) -> None:
+        self._trigger_timer.stop()
+        if self._pending_trigger is not None:
+            self._pending_trigger = None
+            self.inference.cancel_trigger()
+            self.trigger_changed.emit(False)
+
+    def cancel_current(self) -> str | None:
+        """Esc: cancel the long action that runs, else a pending trigger. Says what it cancelled."""
+        if self._task is not None:
+            self._task.cancel()
+            return f"Cancelling: {self._task_title}…"
+        if self._pending_trigger is not None:
+            self._clear_trigger()
+            return "Inspection cancelled."
+        return None
+
+    # -- settings ---------------------------------------------------------------------------
+    def apply_settings(self, source_changed: bool = True) -> None:
+        """After the settings dialog saved: new source, mode and recording policy."""
+        s = self.context.settings
+        policy = RecordPolicy.from_settings(s)
+        if not self._record:
+            policy = RecordPolicy(policy.mode, policy.queue_fails, policy.keep_images, enabled=False)
+        self.inference.set_policy(policy)
+        if s.mode != self.mode:
+            self.inference.set_mode(s.mode)
+            self._clear_trigger()
+            self.mode_changed.emit(s.mode)
+        if source_changed:
+            self.force_demo = False  # the operator chose a source: --demo no longer applies
+            self.start_source()
+
+    def reset_shift(self) -> None:
+        self.shift.reset()
+        self.shift_changed.emit(self.shift.snapshot())
+
+    def _save_settings(self) -> None:
+        try:
+            self.context.save_settings()
+        except OSError as exc:
+            log.exception("Saving the settings failed")
+            self._error(f"The settings could not be saved ({exc.strerror or exc}).")
+
+    # -- results ----------------------------------------------------------------------------
+    def _on_ready(self, result: InspectionResult) -> None:
+        if result.trigger_id is not None and result.trigger_id == self._pending_trigger:
+            self._pending_trigger = None
+            self._trigger_timer.stop()
+            self.trigger_changed.emit(False)
+        if not self._record:
+            self.shift.add(result.inspection.decision)
+            self.shift_changed.emit(self.shift.snapshot())
+        self.inspection_ready.emit(result)
+
+    def _on_recorded(self, row: int, inspection) -> None:
+        self.shift.add(inspection.decision)
+        self.shift_changed.emit(self.shift.snapshot())
+        self.inspection_recorded.emit(row, inspection)
+
+    def _on_failed(self, trigger_id: int, message: str) -> None:
+        if trigger_id >= 0 and trigger_id == self._pending_trigger:
+            self._pending_trigger = None
+            self._trigger_timer.stop()
+            self.trigger_changed.emit(False)
+        self.inspection_failed.emit(trigger_id, message)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _set_state(self, state: str, message: str) -> None:
+        self.state = state
+        self.state_changed.emit(state, message)
+
+    def _error(self, message: str) -> None:
+        log.error("%s", message)
+        self.error_occurred.emit(message)
+
+    def _run_task(self, title: str, fn, on_success, quiet: bool = False) -> bool:
+        if self._closing:
+            return False
+        if self._task is not None:
+            self._error(f"Please wait: {self._task_title} is still running (Esc cancels it).")
+            return False
+        task = Task(fn, parent=self)
+        self._task, self._task_title = task, title
+        if not quiet:
+            task.progressed.connect(self.task_progressed)
+            self.task_started.emit(title)
+
+        def succeeded(value):
+            if not self._closing:
+                self._end_task(task, "succeeded", f"{title}: done.", quiet)
+                on_success(value)
+
+        def failed(message):
+            self._end_task(task, "failed", f"{title} failed: {message}", quiet)
+            self._error(f"{title} failed: {message}")
+            if self.loaded is None and not self._closing:
+                self._set_state("no_recipe", f"{title} failed: {message}")
+
+        def cancelled():
+            self._end_task(task, "cancelled", f"{title}: cancelled.", quiet)
+            if self.loaded is None and not self._closing:
+                self._set_state("no_recipe", f"{title} was cancelled. Product > Build demo recipe starts it again.")
+
+        task.succeeded.connect(succeeded)
+        task.failed.connect(failed)
+        task.cancelled.connect(cancelled)
+        task.start()
+        return True
+
+    def _end_task(self, task: Task, outcome: str, message: str, quiet: bool) -> None:
+        if self._task is task:
+            self._task = None
+            # its function has returned; keep the object until its thread has ended
+            self._finishing.add(task)
+            task.finished.connect(lambda t=task: self._finishing.discard(t))
+            if not task.is_running():
+                self._finishing.discard(task)
+        if not quiet and not self._closing:
+            self.task_ended.emit(outcome, message)

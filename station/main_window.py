@@ -1,0 +1,470 @@
+"""The operator's main window: the Live tab (camera, inspected part with its heatmap, verdict,
+scores, shift counters, charts), menus, status bar. Other tools plug in with ``add_tab`` and
+``add_action``; they listen to ``window.pipeline`` (see ``station.live.LivePipeline``).
+
+What the two image views show: the left one is the camera, live, raw. The right one is the last
+part that was judged, with its heatmap blended over it and the region outlined (blended once, in
+the worker). The overlay stays with the frame it belongs to: a part can move between frames, so a
+heatmap is never painted over a newer frame.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import (QLabel, QMainWindow, QMenu, QMessageBox, QPushButton,
+                               QSplitter, QTabWidget, QVBoxLayout, QWidget)
+
+from .charts import ScoreCharts
+from .context import StationContext
+from .inference import InspectionResult, LoadedRecipe
+from .live import LivePipeline
+from .mailbox import CONTINUOUS, TRIGGERED
+from .recipe_dialog import RecipeDialog
+from .widgets import AlertBar, ImageView, ScorePanel, ShiftPanel, TaskBar, VerdictBanner
+from .wording import action as verdict_action
+from .wording import explain, headline
+
+log = logging.getLogger(__name__)
+
+MENUS = ("File", "Product", "Inspect", "View", "Help")
+NOTICE_MS = 5000  # "Camera back" and similar good news disappear after this
+CONTINUOUS_PANEL_MS = 66  # continuous mode: verdict panel refresh period (coalesced)
+COUNTERS_MS = 250  # shift counters refresh period (coalesced)
+
+
+class MainWindow(QMainWindow):
+    closed = Signal()  # after every thread has stopped
+
+    def __init__(self, context: StationContext, pipeline: LivePipeline | None = None, force_demo: bool = False):
+        super().__init__()
+        self.context = context
+        self.pipeline = pipeline or LivePipeline(context, force_demo=force_demo, parent=self)
+        self.setWindowTitle("Inspection station")
+        self.ui_settings = QSettings(str(context.config_dir / "ui.ini"), QSettings.Format.IniFormat)
+        self._latest: InspectionResult | None = None
+        self._apply_timer = QTimer(self, singleShot=True, interval=0)
+        self._apply_timer.timeout.connect(self._apply_latest)
+        self._shift = None
+        self._shift_timer = QTimer(self, singleShot=True, interval=COUNTERS_MS)
+        self._shift_timer.timeout.connect(self._apply_shift)
+        self._show_heatmap = True
+        self._stats = {"t": time.perf_counter(), "shown": 0, "inspected": 0, "latency": []}
+        self.inspections_seen = 0
+        self._closed = False
+        self._dialogs: list = []
+
+        self._notice = ""
+        self._notice_timer = QTimer(self, singleShot=True, interval=NOTICE_MS)
+        self._notice_timer.timeout.connect(self._notice_expired)
+        self._build_live_tab()
+        self._build_menus()
+        self._build_status_bar()
+        self._connect()
+        self._restore_ui_state()
+        self._sync_mode(self.pipeline.mode)
+
+    # -- public API for other tools ----------------------------------------------------------
+    def add_tab(self, widget: QWidget, title: str) -> int:
+        """Add a tab after the Live tab; returns its index. A widget with a ``shutdown()``
+        method gets it called when the window closes (stop your threads there)."""
+        return self.tabs.addTab(widget, title)
+
+    def menu(self, name: str) -> QMenu:
+        """One of the menus: File, Product, Inspect, View, Help (another name adds a menu)."""
+        if name not in self._menus:
+            self._menus[name] = self.menuBar().addMenu(name)
+        return self._menus[name]
+
+    def add_action(self, menu: str, action: QAction | str, slot=None, shortcut: str | None = None) -> QAction:
+        """Add an action (or a new one from its text) to a menu; connects ``slot`` to triggered."""
+        if isinstance(action, str):
+            action = QAction(action, self)
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        if slot is not None:
+            action.triggered.connect(slot)
+        self.menu(menu).addAction(action)
+        self.addAction(action)  # shortcuts work in full screen too (menu bar hidden)
+        return action
+
+    @property
+    def current_recipe(self):
+        """The core.recipe.Recipe now in force (None before one is ready)."""
+        return self.pipeline.current_recipe
+
+    def show_error(self, message: str, logged: bool = False) -> None:
+        """Show a problem in plain words; logged too unless ``logged`` says it already was."""
+        if not logged:
+            log.error("%s", message)
+        self.alert.show_message(message, "error")
+        self.statusBar().showMessage(message, 10000)
+
+    def show_notice(self, message: str) -> None:
+        """Good news in the alert bar, gone after a few seconds."""
+        self.alert.show_message(message, "info")
+        self._notice = message
+        self._notice_timer.start()
+
+    def _notice_expired(self) -> None:
+        if self.alert.text == self._notice:
+            self.alert.clear()
+
+    def start(self) -> None:
+        self.pipeline.start()
+
+    # -- layout ----------------------------------------------------------------------------
+    def _build_live_tab(self) -> None:
+        self.banner = VerdictBanner()
+        self.banner.set_state("BUSY", "Starting", "Starting the camera and loading the recipe…")
+        self.alert = AlertBar()
+        self.task_bar = TaskBar()
+        self.live_view = ImageView("Camera", "Waiting for the camera…")
+        self.live_view.smooth = True  # ~3 ms a frame at 30 fps (measured); nearest-neighbour looks jagged
+        self.inspected_view = ImageView("Last inspected part", "The inspected part and its heatmap appear here.")
+        self.views = QSplitter(Qt.Orientation.Horizontal)
+        self.views.setObjectName("viewsSplitter")
+        self.views.addWidget(self.live_view)
+        self.views.addWidget(self.inspected_view)
+
+        self.recipe_label = QLabel("Recipe: —", objectName="recipeLabel")
+        self.recipe_label.setWordWrap(True)
+        self.scores = ScorePanel()
+        self.shift_panel = ShiftPanel()
+        self.inspect_button = QPushButton("Inspect  (Space)", objectName="inspectButton")
+        self.inspect_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.inspect_button.clicked.connect(self.inspect_now)
+        self.mode_label = QLabel("", objectName="modeLabel")
+        self.mode_label.setWordWrap(True)
+        side = QWidget(objectName="sidePanel")
+        col = QVBoxLayout(side)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.addWidget(self.recipe_label)
+        col.addWidget(self.scores)
+        col.addWidget(self.shift_panel)
+        col.addStretch(1)
+        col.addWidget(self.mode_label)
+        col.addWidget(self.inspect_button)
+        side.setMinimumWidth(380)
+        side.setMaximumWidth(520)
+
+        self.middle = QSplitter(Qt.Orientation.Horizontal)
+        self.middle.setObjectName("middleSplitter")
+        self.middle.addWidget(self.views)
+        self.middle.addWidget(side)
+        self.middle.setStretchFactor(0, 1)
+        self.charts = ScoreCharts()
+        self.vertical = QSplitter(Qt.Orientation.Vertical)
+        self.vertical.setObjectName("verticalSplitter")
+        self.vertical.addWidget(self.middle)
+        self.vertical.addWidget(self.charts)
+        self.vertical.setStretchFactor(0, 3)
+        self.vertical.setStretchFactor(1, 1)
+
+        live = QWidget(objectName="liveTab")
+        lay = QVBoxLayout(live)
+        lay.setContentsMargins(10, 10, 10, 6)
+        lay.setSpacing(8)
+        lay.addWidget(self.banner)
+        lay.addWidget(self.alert)
+        lay.addWidget(self.task_bar)
+        lay.addWidget(self.vertical, 1)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(live, "Live")
+        self.setCentralWidget(self.tabs)
+        self.resize(1440, 900)
+
+    def _build_menus(self) -> None:
+        self._menus: dict[str, QMenu] = {}
+        for name in MENUS:
+            self.menu(name)
+        self.add_action("File", "Settings…", self.open_settings, "Ctrl+,")
+        self.menu("File").addSeparator()
+        self.add_action("File", "Quit", self.close, "Ctrl+Q")
+        self.add_action("Product", "Choose recipe…", self.choose_recipe, "Ctrl+R")
+        self.add_action("Product", "Build demo recipe", self.pipeline.build_demo_recipe)
+        self.inspect_action = self.add_action("Inspect", "Inspect now", self.inspect_now, "Space")
+        group = QActionGroup(self)
+        self.continuous_action = QAction("Continuous (every frame)", self, checkable=True)
+        self.triggered_action = QAction("Triggered (Space per part)", self, checkable=True)
+        for act, mode in ((self.continuous_action, CONTINUOUS), (self.triggered_action, TRIGGERED)):
+            group.addAction(act)
+            act.triggered.connect(lambda _=False, m=mode: self.pipeline.set_mode(m))
+            self.menu("Inspect").addAction(act)
+        self.menu("Inspect").addSeparator()
+        self.cancel_action = self.add_action("Inspect", "Cancel current action", self.cancel_current, "Esc")
+        self.add_action("Inspect", "Reset shift…", self.confirm_reset_shift)
+        self.fullscreen_action = self.add_action("View", "Full screen", self.toggle_fullscreen, "F11")
+        self.fullscreen_action.setCheckable(True)
+        self.heatmap_action = self.add_action("View", "Show heatmap", self.toggle_heatmap, "H")
+        self.heatmap_action.setCheckable(True)
+        self.heatmap_action.setChecked(True)
+        self.add_action("Help", "Where are the logs?", self.show_log_folder)
+        self.add_action("Help", "About", self.show_about)
+
+    def _build_status_bar(self) -> None:
+        sb = self.statusBar()
+        self.source_status = QLabel("Source: —")
+        self.recipe_status = QLabel("Recipe: —")
+        self.fps_status = QLabel("Display: — fps")
+        self.latency_status = QLabel("Inspection: —")
+        for w in (self.source_status, self.recipe_status, self.fps_status, self.latency_status):
+            w.setObjectName("statusField")
+            sb.addPermanentWidget(w)
+        self._stats_timer = QTimer(self, interval=1000)
+        self._stats_timer.timeout.connect(self._update_stats)
+        self._stats_timer.start()
+
+    def _connect(self) -> None:
+        p = self.pipeline
+        p.frame_captured.connect(self._on_frame)
+        p.source_status_changed.connect(self._on_source_status)
+        p.inspection_ready.connect(self._on_inspection)
+        p.inspection_failed.connect(self._on_inspection_failed)
+        p.recipe_changed.connect(self._on_recipe)
+        p.state_changed.connect(self._on_state)
+        p.task_started.connect(self.task_bar.start)
+        p.task_progressed.connect(self.task_bar.progress)
+        p.task_ended.connect(self._on_task_ended)
+        p.trigger_changed.connect(self._on_trigger)
+        p.mode_changed.connect(self._sync_mode)
+        p.shift_changed.connect(self._on_shift)
+        p.error_occurred.connect(lambda msg: self.show_error(msg, logged=True))
+        self.task_bar.cancel_requested.connect(self.cancel_current)
+        self.shift_panel.reset_requested.connect(self.confirm_reset_shift)
+        self.shift_panel.set_counts(p.shift.snapshot())
+
+    # -- live updates ------------------------------------------------------------------------
+    def _on_frame(self, frame) -> None:
+        self.live_view.set_image(frame.image)
+
+    def _on_source_status(self, state: str, message: str) -> None:
+        self.source_status.setText(message)
+        if state == "lost":
+            self.live_view.set_message(message)
+            self.alert.show_message(message, "warning")
+        elif state == "back":
+            self.live_view.set_message("")
+            self.show_notice(message)
+        elif state in ("running", "opening"):
+            self.live_view.set_message("")
+            if state == "running" and self.alert.property("level") == "warning":
+                self.alert.clear()
+        elif state == "failed":
+            self.live_view.set_message(message)
+            self.show_error(message, logged=True)
+
+    def _on_inspection(self, result: InspectionResult) -> None:
+        self.inspections_seen += 1
+        self._stats["inspected"] += 1
+        self._stats["latency"].append(result.inspection.latency_ms)
+        self.charts.add_verdict(result.inspection.verdict)
+        self._latest = result
+        if not self._apply_timer.isActive():
+            # a triggered verdict is shown at once; continuous ones at most ~15 times a second
+            # (nobody reads more, and each update repaints the banner, gauges and part view)
+            self._apply_timer.start(0 if result.trigger_id is not None else CONTINUOUS_PANEL_MS)
+
+    def _on_shift(self, snapshot) -> None:
+        self._shift = snapshot
+        if not self._shift_timer.isActive():
+            self._shift_timer.start()
+
+    def _apply_shift(self) -> None:
+        if self._shift is not None:
+            self.shift_panel.set_counts(self._shift)
+
+    def _on_inspection_failed(self, trigger_id: int, message: str) -> None:
+        if trigger_id >= 0:  # the operator waits for this one: say so where they look
+            self.banner.set_state("IDLE", "Not inspected", "Press Space to try again.", message)
+        # the message itself arrives through error_occurred (logged, and repeated at most every 10 s)
+
+    def _apply_latest(self) -> None:
+        result = self._latest
+        if result is None:
+            return
+        insp = result.inspection
+        self.inspected_view.set_image(result.overlay if self._show_heatmap else result.frame.image)
+        v = insp.verdict
+        reasons = explain(v)
+        self.banner.set_state(v.decision.value, headline(v), verdict_action(v), "  ".join(reasons))
+        self.scores.set_verdict(v)
+
+    def _on_recipe(self, loaded: LoadedRecipe) -> None:
+        r = loaded.recipe
+        self.recipe_label.setText(f"Recipe: {r.product}  v{r.version}")
+        self.recipe_status.setText(f"Recipe: {r.label}" + ("" if loaded.backend == "onnx" else f" ({loaded.backend})"))
+        self.scores.set_recipe(r)
+        self.charts.set_recipe(r)
+        self._sync_mode(self.pipeline.mode)
+
+    def _on_state(self, state: str, message: str) -> None:
+        if state == "ready":
+            if self._latest is None or self._latest.inspection.recipe != getattr(self.current_recipe, "product", None):
+                ready = ("Press Space (or Inspect) to inspect a part." if self.pipeline.mode == TRIGGERED
+                         else "Waiting for the first verdict…")
+                self.banner.set_state("IDLE", "Ready", message, ready)
+            self.statusBar().showMessage(message, 5000)
+        elif state == "no_recipe":
+            self.banner.set_state("IDLE", "No recipe", message)
+        else:
+            titles = {"starting": "Starting", "training": "Training", "loading": "Loading"}
+            self.banner.set_state("BUSY", titles.get(state, "Please wait"), message)
+        self._sync_mode(self.pipeline.mode)
+
+    def _on_task_ended(self, outcome: str, message: str) -> None:
+        self.task_bar.hide()
+        if outcome == "succeeded":
+            self.statusBar().showMessage(message, 5000)
+        elif outcome == "cancelled":
+            self.show_notice(message)
+
+    def _on_trigger(self, pending: bool) -> None:
+        if pending:
+            self.banner.set_state("BUSY", "Inspecting…", "Hold the part still.", "")
+        self.inspect_button.setEnabled(not pending and self.pipeline.ready)
+
+    def _sync_mode(self, mode: str) -> None:
+        triggered = mode == TRIGGERED
+        self.triggered_action.setChecked(triggered)
+        self.continuous_action.setChecked(not triggered)
+        self.inspect_button.setVisible(triggered)
+        self.inspect_button.setEnabled(triggered and self.pipeline.ready and not self.pipeline.trigger_pending)
+        self.mode_label.setText("Mode: continuous — every frame is inspected")
+        self.mode_label.setVisible(not triggered)  # in triggered mode the button says it all
+
+    def _update_stats(self) -> None:
+        now = time.perf_counter()
+        dt = max(1e-3, now - self._stats["t"])
+        shown = self.live_view.frames_shown
+        fps = (shown - self._stats["shown"]) / dt
+        rate = self._stats["inspected"] / dt
+        lat = self._stats["latency"]
+        self.fps_status.setText(f"Display: {fps:.0f} fps")
+        if lat:
+            self.latency_status.setText(f"Inspection: {sum(lat) / len(lat):.0f} ms, {rate:.1f}/s")
+        elif self.pipeline.mode == CONTINUOUS or not self.pipeline.ready:
+            self.latency_status.setText("Inspection: —")
+        self._stats = {"t": now, "shown": shown, "inspected": 0, "latency": []}
+
+    # -- actions -----------------------------------------------------------------------------
+    def inspect_now(self) -> None:
+        if self.pipeline.mode != TRIGGERED:
+            self.statusBar().showMessage("Continuous mode inspects every frame; switch to Triggered "
+                                         "(Inspect menu) to inspect on Space.", 5000)
+            return
+        self.pipeline.trigger()
+
+    def cancel_current(self) -> None:
+        said = self.pipeline.cancel_current()
+        if said:
+            self.statusBar().showMessage(said, 5000)
+            if said.startswith("Cancelling"):
+                self.task_bar.cancelling()
+            elif self._latest is not None:
+                self._apply_latest()
+            else:
+                self.banner.set_state("IDLE", "Ready", said)
+        elif self.isFullScreen():
+            self.toggle_fullscreen()
+
+    def toggle_fullscreen(self) -> None:
+        if self.isFullScreen():
+            self.showNormal()
+        else:
+            self.showFullScreen()
+        self.fullscreen_action.setChecked(self.isFullScreen())
+
+    def toggle_heatmap(self) -> None:
+        self._show_heatmap = not self._show_heatmap
+        self.heatmap_action.setChecked(self._show_heatmap)
+        if self._latest is not None:
+            self._apply_latest()
+
+    def confirm_reset_shift(self) -> None:
+        box = QMessageBox(QMessageBox.Icon.Question, "Reset shift",
+                          "Start a new shift? The counters go back to zero (the results stay stored).",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+        box.finished.connect(lambda r: r == QMessageBox.StandardButton.Yes and self.reset_shift())
+        self._keep(box)
+        box.open()
+
+    def reset_shift(self) -> None:
+        self.pipeline.reset_shift()
+        self.charts.clear()
+        self.statusBar().showMessage("New shift started.", 5000)
+
+    def choose_recipe(self) -> None:
+        r = self.current_recipe
+        dlg = RecipeDialog(self.context, (r.product, r.version) if r else None, self)
+        dlg.accepted.connect(lambda: dlg.choice and self.pipeline.load_recipe(*dlg.choice))
+        self._keep(dlg)
+        dlg.open()
+
+    def open_settings(self) -> None:
+        from .settings_dialog import SettingsDialog
+
+        dlg = SettingsDialog(self.context, self.ui_settings, self)
+        dlg.settings_saved.connect(self.pipeline.apply_settings)
+        self._keep(dlg)
+        dlg.open()
+
+    def show_log_folder(self) -> None:
+        QMessageBox.information(self, "Log files", f"The station writes its log to:\n{self.context.log_dir}")
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About", "Inspection station\nPatchCore + autoencoder anomaly detection, offline.")
+
+    def _keep(self, dialog) -> None:
+        self._dialogs.append(dialog)
+        dialog.finished.connect(lambda _r, d=dialog: self._dialogs.remove(d) if d in self._dialogs else None)
+
+    # -- state and shutdown ------------------------------------------------------------------
+    def _restore_ui_state(self) -> None:
+        s = self.ui_settings
+        geometry = s.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        for splitter in (self.views, self.middle, self.vertical):
+            splitter.setChildrenCollapsible(False)  # no panel can be dragged out of sight
+            default = splitter.saveState()
+            state = s.value(f"splitters/{splitter.objectName()}")
+            if state is not None and (not splitter.restoreState(state) or min(splitter.sizes() or [0]) <= 0):
+                splitter.restoreState(default)  # an unusable saved layout: keep the default
+        self._show_heatmap = s.value("view/heatmap", True, type=bool)
+        self.heatmap_action.setChecked(self._show_heatmap)
+
+    def _save_ui_state(self) -> None:
+        s = self.ui_settings
+        s.setValue("window/geometry", self.saveGeometry())
+        for splitter in (self.views, self.middle, self.vertical):
+            s.setValue(f"splitters/{splitter.objectName()}", splitter.saveState())
+        s.setValue("view/heatmap", self._show_heatmap)
+        s.sync()
+
+    def shutdown(self) -> None:
+        """Stop every thread (also called by closeEvent); safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stats_timer.stop()
+        # tools plugged in with add_tab / opened from here stop their own threads first
+        tabs = [self.tabs.widget(i) for i in range(self.tabs.count())]
+        for w in [*tabs, *self._dialogs]:
+            if hasattr(w, "shutdown"):
+                try:
+                    w.shutdown()
+                except Exception:  # noqa: BLE001 - closing must go on
+                    log.exception("%s did not shut down cleanly", type(w).__name__)
+        self.pipeline.shutdown()
+        self._save_ui_state()
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        self.shutdown()
+        super().closeEvent(event)
+        self.closed.emit()

@@ -1,0 +1,241 @@
+"""Station settings: the image source, the mode, what goes to review, which images are kept.
+
+Writes ``StationSettings`` (JSON in the config folder, via ``context.save_settings()``); only the
+last folder browsed goes to QSettings. "Probe cameras" runs in a background Task.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox,
+                               QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
+                               QLabel, QLineEdit, QPushButton, QRadioButton, QSpinBox, QStackedWidget,
+                               QVBoxLayout, QWidget)
+
+from core.demo import PART_KINDS
+
+from .sources import probe_cameras
+from .tasks import Task
+
+log = logging.getLogger(__name__)
+
+SOURCES = (("demo", "Demo parts (no camera)"), ("camera", "Camera"), ("folder", "Folder of images"))
+KEEP = (("review_fail", "Parts for review and failed parts"), ("all", "Every part (uses much disk space)"),
+        ("none", "Only parts that go to the review queue"))
+
+
+class SettingsDialog(QDialog):
+    settings_saved = Signal(bool)  # True when the source changed
+
+    def __init__(self, context, ui_settings=None, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Station settings")
+        self.context = context
+        self.ui_settings = ui_settings
+        self._probe: Task | None = None
+        s = context.settings
+        self._before = dataclasses.asdict(s)
+
+        self.source = QComboBox()
+        for key, text in SOURCES:
+            self.source.addItem(text, key)
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self._demo_page(s))
+        self.pages.addWidget(self._camera_page(s))
+        self.pages.addWidget(self._folder_page(s))
+        self.source.currentIndexChanged.connect(self.pages.setCurrentIndex)
+        self.source.setCurrentIndex([k for k, _ in SOURCES].index(s.source_kind if s.source_kind in dict(SOURCES) else "demo"))
+        self.pages.setCurrentIndex(self.source.currentIndex())
+        src_box = QGroupBox("Image source")
+        src_lay = QVBoxLayout(src_box)
+        src_lay.addWidget(self.source)
+        src_lay.addWidget(self.pages)
+
+        self.continuous = QRadioButton("Continuous: inspect every frame the station can")
+        self.triggered = QRadioButton("Triggered: inspect one part per Space / Inspect button")
+        group = QButtonGroup(self)
+        group.addButton(self.continuous)
+        group.addButton(self.triggered)
+        (self.triggered if s.mode == "triggered" else self.continuous).setChecked(True)
+        mode_box = QGroupBox("Mode")
+        mode_lay = QVBoxLayout(mode_box)
+        mode_lay.addWidget(self.continuous)
+        mode_lay.addWidget(self.triggered)
+
+        self.queue_fails = QCheckBox("FAIL parts also go to the review queue")
+        self.queue_fails.setChecked(bool(s.queue_fails))
+        self.keep = QComboBox()
+        for key, text in KEEP:
+            self.keep.addItem(text, key)
+        self.keep.setCurrentIndex(max(0, [k for k, _ in KEEP].index(s.keep_images) if s.keep_images in dict(KEEP) else 0))
+        self.operator = QLineEdit(s.operator)
+        rec_box = QGroupBox("Review and records")
+        rec = QFormLayout(rec_box)
+        rec.addRow(self.queue_fails)
+        rec.addRow("Keep the images of", self.keep)
+        rec.addRow("Operator", self.operator)
+        note = QLabel("REVIEW parts always keep their images: the review queue shows them.")
+        note.setWordWrap(True)
+        rec.addRow(note)
+
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        self.error = QLabel("", objectName="dialogError")
+        self.error.setWordWrap(True)
+        self.error.hide()
+        lay = QVBoxLayout(self)
+        lay.addWidget(src_box)
+        lay.addWidget(mode_box)
+        lay.addWidget(rec_box)
+        lay.addWidget(self.error)
+        lay.addWidget(buttons)
+        self.resize(640, 720)
+
+    # -- pages ---------------------------------------------------------------------------
+    def _demo_page(self, s) -> QWidget:
+        w = QWidget()
+        form = QFormLayout(w)
+        self.demo_kind = QComboBox()
+        self.demo_kind.addItems(list(PART_KINDS))
+        self.demo_kind.setCurrentText(s.demo_kind if s.demo_kind in PART_KINDS else "bracket")
+        self.demo_fps = QDoubleSpinBox(minimum=1, maximum=60, decimals=0, value=s.demo_fps, suffix=" fps")
+        self.demo_rate = QSpinBox(minimum=0, maximum=100, value=int(round(100 * s.demo_defect_rate)), suffix=" %")
+        form.addRow("Part", self.demo_kind)
+        form.addRow("Frame rate", self.demo_fps)
+        form.addRow("Defective parts", self.demo_rate)
+        return w
+
+    def _camera_page(self, s) -> QWidget:
+        w = QWidget()
+        form = QFormLayout(w)
+        self.camera = QComboBox(editable=True)
+        self.camera.setCurrentText(str(s.camera))
+        self.camera.setToolTip("A device number (0, 1, …) or a stream address (rtsp://…)")
+        self.probe_button = QPushButton("Probe cameras")
+        self.probe_button.clicked.connect(self.probe)
+        self.probe_result = QLabel("")
+        row = QHBoxLayout()
+        row.addWidget(self.camera, 1)
+        row.addWidget(self.probe_button)
+        self.cam_w = QSpinBox(minimum=0, maximum=8192, value=int(s.camera_width), specialValueText="camera default")
+        self.cam_h = QSpinBox(minimum=0, maximum=8192, value=int(s.camera_height), specialValueText="camera default")
+        self.auto_exposure = QCheckBox("Automatic exposure")
+        self.auto_exposure.setChecked(s.camera_exposure is None)
+        self.exposure = QDoubleSpinBox(minimum=-20, maximum=100000, decimals=2,
+                                       value=0.0 if s.camera_exposure is None else float(s.camera_exposure))
+        self.exposure.setEnabled(s.camera_exposure is not None)
+        self.auto_exposure.toggled.connect(lambda on: self.exposure.setEnabled(not on))
+        form.addRow("Camera", row)
+        form.addRow("", self.probe_result)
+        form.addRow("Width", self.cam_w)
+        form.addRow("Height", self.cam_h)
+        form.addRow(self.auto_exposure)
+        form.addRow("Exposure (device units)", self.exposure)
+        return w
+
+    def _folder_page(self, s) -> QWidget:
+        w = QWidget()
+        form = QFormLayout(w)
+        self.folder = QLineEdit(s.folder)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self.browse)
+        row = QHBoxLayout()
+        row.addWidget(self.folder, 1)
+        row.addWidget(browse)
+        self.folder_fps = QDoubleSpinBox(minimum=0.2, maximum=60, decimals=1, value=s.folder_fps, suffix=" images/s")
+        form.addRow("Folder", row)
+        form.addRow("Replay speed", self.folder_fps)
+        return w
+
+    # -- actions -------------------------------------------------------------------------
+    def browse(self) -> None:
+        start = self.folder.text() or (self.ui_settings.value("paths/folder", "") if self.ui_settings else "")
+        dlg = QFileDialog(self, "Folder of images", start)
+        dlg.setFileMode(QFileDialog.FileMode.Directory)
+        dlg.setOption(QFileDialog.Option.ShowDirsOnly, True)
+        dlg.fileSelected.connect(self._folder_chosen)
+        dlg.open()
+
+    def _folder_chosen(self, path: str) -> None:
+        self.folder.setText(path)
+        if self.ui_settings is not None:
+            self.ui_settings.setValue("paths/folder", path)
+
+    def probe(self) -> None:
+        if self._probe is not None:
+            return
+        self.probe_button.setEnabled(False)
+        self.probe_result.setText("Looking for cameras 0 to 4…")
+        self._probe = Task(lambda progress, cancelled: probe_cameras(range(5), cancelled), parent=self)
+        self._probe.succeeded.connect(self._probed)
+        self._probe.failed.connect(lambda msg: self.probe_result.setText(f"Probing failed: {msg}"))
+        self._probe.finished.connect(self._probe_done)
+        self._probe.start()
+
+    def _probed(self, found: list) -> None:
+        if not found:
+            self.probe_result.setText("No camera answered (0 to 4). Check the cable, or type a stream address.")
+            return
+        current = self.camera.currentText()
+        self.camera.clear()
+        for cam in found:
+            self.camera.addItem(str(cam["index"]))
+        self.camera.setCurrentText(current if current in [str(c["index"]) for c in found] else str(found[0]["index"]))
+        self.probe_result.setText("Found: " + ", ".join(f"camera {c['index']} ({c['width']}×{c['height']})" for c in found))
+
+    def _probe_done(self) -> None:
+        self.probe_button.setEnabled(True)
+        self._probe = None
+
+    # -- saving --------------------------------------------------------------------------
+    def accept(self) -> None:
+        s = self.context.settings
+        kind = self.source.currentData()
+        if kind == "folder" and not self.folder.text().strip():
+            self._show_error("Choose the folder of images to replay.")
+            return
+        if kind == "camera" and not self.camera.currentText().strip():
+            self._show_error("Type a camera number (0, 1, …) or a stream address.")
+            return
+        s.source_kind = kind
+        s.demo_kind = self.demo_kind.currentText()
+        s.demo_fps = float(self.demo_fps.value())
+        s.demo_defect_rate = self.demo_rate.value() / 100.0
+        s.camera = self.camera.currentText().strip()
+        s.camera_width, s.camera_height = self.cam_w.value(), self.cam_h.value()
+        s.camera_exposure = None if self.auto_exposure.isChecked() else float(self.exposure.value())
+        s.folder = self.folder.text().strip()
+        s.folder_fps = float(self.folder_fps.value())
+        s.mode = "triggered" if self.triggered.isChecked() else "continuous"
+        s.queue_fails = self.queue_fails.isChecked()
+        s.keep_images = self.keep.currentData()
+        s.operator = self.operator.text().strip()
+        try:
+            self.context.save_settings()
+        except OSError as exc:
+            log.exception("Saving the settings failed")
+            self._show_error(f"The settings could not be saved ({exc.strerror or exc}).")
+            return
+        after = dataclasses.asdict(s)
+        source_keys = [k for k in after if k.startswith(("source_", "camera", "folder", "demo_"))]
+        changed = any(after[k] != self._before.get(k) for k in source_keys)
+        self.shutdown()
+        super().accept()
+        self.settings_saved.emit(changed)
+
+    def reject(self) -> None:
+        self.shutdown()
+        super().reject()
+
+    def _show_error(self, text: str) -> None:
+        self.error.setText(text)
+        self.error.show()
+
+    def shutdown(self) -> None:
+        """Stop probing (dialog closing): a probe checks Cancel between cameras."""
+        if self._probe is not None:
+            self._probe.shutdown(10000)
+            self._probe = None
