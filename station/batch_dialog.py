@@ -39,6 +39,7 @@ class BatchDialog(QDialog):
 
     batch_finished = Signal(dict)  # counts: files, PASS, FAIL, REVIEW, errors
     exported = Signal(str)  # path of a written CSV or HTML file
+    busy_changed = Signal(bool)  # True while a batch runs (the owner may pause live inspection)
 
     def __init__(self, context: StationContext, parent: QWidget | None = None, folder: str = ""):
         super().__init__(parent)
@@ -201,6 +202,7 @@ class BatchDialog(QDialog):
         self._update_summary()
         self._task.start()
         self._update_buttons()
+        self.busy_changed.emit(True)
 
     def cancel(self) -> None:
         if self._task is not None:
@@ -279,6 +281,7 @@ class BatchDialog(QDialog):
         release_later(self._task)
         self._task = None
         self._update_buttons()
+        self.busy_changed.emit(False)
 
     def _update_summary(self) -> None:
         c = summary_counts(self.model.rows)

@@ -252,6 +252,7 @@ class TrainPage(QWizardPage):
         self.cancel_button.setEnabled(True)
         self.retry_button.hide()
         self.task.start()
+        self.wiz.busy_changed.emit(True)
         self.completeChanged.emit()
 
     def cancel(self) -> None:
@@ -276,6 +277,7 @@ class TrainPage(QWizardPage):
     def _finished(self) -> None:
         release_later(self.task)
         self.task = None
+        self.wiz.busy_changed.emit(False)
         self.cancel_button.setEnabled(False)
         self.retry_button.setVisible(self.recipe is None)
         self.completeChanged.emit()
@@ -290,6 +292,7 @@ class CalibrationWizard(QWizard):
     """New product / new version from good parts. ``config``: base TrainConfig (tests, presets)."""
 
     recipe_saved = Signal(str, int)  # product, version
+    busy_changed = Signal(bool)  # True while training runs (the owner may pause live inspection)
 
     def __init__(self, context: StationContext, parent: QWidget | None = None, *,
                  config: TrainConfig | None = None):

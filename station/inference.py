@@ -278,6 +278,9 @@ class InferenceController(QObject):
     def set_policy(self, policy: RecordPolicy) -> None:
         self.inbox.set_policy(policy)
 
+    def set_paused(self, paused: bool) -> None:
+        self.inbox.set_paused(paused)
+
     def trigger(self) -> int | None:
         return self.inbox.trigger()
 

@@ -66,6 +66,7 @@ class LivePipeline(QObject):
         self._finishing: set[Task] = set()
         self._pending_trigger: int | None = None
         self._persist_next_load = False
+        self._holds: dict[str, str] = {}  # who paused inspection -> why (plain words)
         self._closing = False
         self._trigger_timer = QTimer(self, singleShot=True, interval=TRIGGER_PATIENCE_MS)
         self._trigger_timer.timeout.connect(self._trigger_slow)
@@ -101,6 +102,10 @@ class LivePipeline(QObject):
     @property
     def busy(self) -> bool:
         return self._task is not None
+
+    @property
+    def paused(self) -> bool:
+        return bool(self._holds)
 
     @property
     def trigger_pending(self) -> bool:
@@ -199,7 +204,10 @@ class LivePipeline(QObject):
             self._save_settings()
         if loaded.fallback_reason:
             log.warning("%s runs on torch: %s", loaded.label, loaded.fallback_reason)
-        self._set_state("ready", f"Inspecting with {loaded.label}")
+        if self._holds:
+            self._set_state("paused", f"Inspection paused: {next(iter(self._holds.values()))}")
+        else:
+            self._set_state("ready", f"Inspecting with {loaded.label}")
         self.recipe_changed.emit(loaded)
 
     def _on_recipe_failed(self, message: str) -> None:
@@ -209,6 +217,29 @@ class LivePipeline(QObject):
             self._set_state("no_recipe", message)
         else:
             self._set_state("ready", f"Still inspecting with {self.loaded.label}")
+
+    # -- pausing ----------------------------------------------------------------------------
+    def pause_inspection(self, key: str, why: str) -> None:
+        """Stop inspecting (the camera keeps running) while ``key`` (e.g. a recipe being trained)
+        needs the CPU: two cores cannot train and inspect at full speed at once."""
+        first = not self._holds
+        self._holds[key] = why
+        if first:
+            self.inference.set_paused(True)
+            self._clear_trigger()
+        self._set_state("paused", f"Inspection paused: {why}")
+
+    def resume_inspection(self, key: str) -> None:
+        if self._holds.pop(key, None) is None:
+            return
+        if self._holds:
+            self._set_state("paused", f"Inspection paused: {next(iter(self._holds.values()))}")
+            return
+        self.inference.set_paused(False)
+        if self.loaded is not None:
+            self._set_state("ready", f"Inspecting with {self.loaded.label}")
+        elif self.state == "paused":
+            self._set_state("no_recipe", "No product recipe yet. Use Product > Build demo recipe, or teach a product.")
 
     # -- modes and triggers -----------------------------------------------------------------
     def set_mode(self, mode: str) -> None:
@@ -228,6 +259,9 @@ class LivePipeline(QObject):
             return False
         if self._pending_trigger is not None:
             return False  # one at a time: the verdict is on its way
+        if self._holds:
+            self._error(f"Inspection is paused: {next(iter(self._holds.values()))}")
+            return False
         if not self.ready:
             self._error("No recipe is ready yet: wait until the recipe has loaded.")
             return False

@@ -74,6 +74,7 @@ class InferenceInbox:
         self._trigger_time = 0.0
         self._last_trigger = 0
         self._stopped = False
+        self._paused = False
         self.posted = 0  # frames put
         self.dropped = 0  # frames replaced (or discarded) before the worker took them
         self.taken = 0  # frames handed to the worker
@@ -111,6 +112,20 @@ class InferenceInbox:
         with self._cond:
             self._policy = policy
 
+    def set_paused(self, paused: bool) -> None:
+        """Paused: frames are left to be overwritten and triggers refused (the cores are busy
+        with something the operator asked for, e.g. training a recipe)."""
+        with self._cond:
+            self._paused = bool(paused)
+            if paused:
+                self._trigger_id = None
+            self._cond.notify_all()
+
+    @property
+    def paused(self) -> bool:
+        with self._cond:
+            return self._paused
+
     @property
     def policy(self) -> RecordPolicy:
         with self._cond:
@@ -125,7 +140,7 @@ class InferenceInbox:
         """Inspect the next frame captured from now on, once. Returns the trigger id, or None
         when a trigger is still pending (one at a time) or the mode is not triggered."""
         with self._cond:
-            if self._stopped or self._mode != TRIGGERED or self._trigger_id is not None:
+            if self._stopped or self._paused or self._mode != TRIGGERED or self._trigger_id is not None:
                 return None
             self._last_trigger += 1
             self._trigger_id = self._last_trigger
@@ -176,7 +191,7 @@ class InferenceInbox:
                     recipe, self._recipe, self._has_recipe = self._recipe, None, False
                     return Job("recipe", recipe=recipe)
                 frame = self._frame
-                if ready and frame is not None:
+                if ready and not self._paused and frame is not None:
                     if self._mode == CONTINUOUS:
                         self._frame = None
                         self.taken += 1

@@ -63,6 +63,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._build_status_bar()
         self._connect()
+        self._build_tools()
         self._restore_ui_state()
         self._sync_mode(self.pipeline.mode)
 
@@ -238,6 +239,108 @@ class MainWindow(QMainWindow):
         self.shift_panel.reset_requested.connect(self.confirm_reset_shift)
         self.shift_panel.set_counts(p.shift.snapshot())
 
+    def _build_tools(self) -> None:
+        """The operator's other tools: review queue and history tabs; calibration, batch and
+        what-if dialogs. Long work in any of them pauses live inspection (2 cores cannot train or
+        run a batch and inspect at full speed at once); the camera view keeps running."""
+        from .history import HistoryWidget
+        from .review_queue import ReviewQueueWidget
+
+        p = self.pipeline
+        self.review = ReviewQueueWidget(self.context)
+        self.add_tab(self.review, "Review")
+        self.history = HistoryWidget(self.context)
+        self.add_tab(self.history, "History")
+        p.inspection_recorded.connect(self.review.on_inspection_recorded)
+        p.inspection_recorded.connect(self.history.on_inspection_recorded)
+        self.review.pending_count_changed.connect(self._on_review_count)
+        self.review.recipe_saved.connect(self._on_recipe_saved)
+        self.review.busy_changed.connect(lambda busy: self._hold("retrain", "a recipe is being retrained", busy))
+        self._on_review_count(self.review.pending_count())
+
+        product = self.menu("Product")
+        product.addSeparator()
+        self.add_action("Product", "Calibrate a product…", self.open_calibration, "Ctrl+N")
+        self.add_action("Product", "Threshold what-if…", self.open_whatif, "Ctrl+T")
+        self.add_action("Inspect", "Inspect a folder…", self.open_batch, "Ctrl+B")
+        for key, title, widget in (("F1", "Live view", None), ("F2", "Review queue", self.review),
+                                   ("F3", "History", self.history)):
+            self.add_action("View", title, lambda _=False, w=widget: self.show_tab(w), key)
+
+    def show_tab(self, widget: QWidget | None) -> None:
+        """Show the Live tab (None) or a tool's tab, and give it the keyboard."""
+        if widget is None:
+            self.tabs.setCurrentIndex(0)
+            return
+        self.tabs.setCurrentWidget(widget)
+        widget.setFocus(Qt.FocusReason.ShortcutFocusReason)
+
+    def _on_review_count(self, count: int) -> None:
+        i = self.tabs.indexOf(self.review)
+        self.tabs.setTabText(i, f"Review ({count})" if count else "Review")
+
+    def _hold(self, key: str, why: str, busy: bool) -> None:
+        if busy:
+            self.pipeline.pause_inspection(key, why)
+        else:
+            self.pipeline.resume_inspection(key)
+
+    def _on_recipe_saved(self, product: str, version: int) -> None:
+        """A tool saved a new recipe version: inspect with it (the previous one stays selectable)."""
+        self.show_notice(f"Saved {product} v{version}; the station now inspects with it.")
+        self.pipeline.load_recipe(product, version)
+        self.history.refresh()
+
+    def open_calibration(self) -> None:
+        """The click-to-calibrate wizard; it sees the live camera while it is open."""
+        from .calibration_wizard import CalibrationWizard
+
+        existing = next((d for d in self._dialogs if isinstance(d, CalibrationWizard)), None)
+        if existing is not None:
+            existing.raise_()
+            existing.activateWindow()
+            return
+        wizard = CalibrationWizard(self.context, self)
+        self.pipeline.frame_captured.connect(wizard.add_frame)
+        wizard.recipe_saved.connect(self._on_recipe_saved)
+        wizard.busy_changed.connect(lambda busy: self._hold("calibration", "a new recipe is being trained", busy))
+
+        def closed(_result: int) -> None:
+            self.pipeline.frame_captured.disconnect(wizard.add_frame)
+            self.pipeline.resume_inspection("calibration")
+
+        wizard.finished.connect(closed)
+        self._keep(wizard)
+        wizard.open()
+        self.calibration_wizard = wizard
+
+    def open_batch(self, folder: str = "") -> None:
+        """Inspect a folder; REVIEW parts of the batch reach the review queue."""
+        from .batch_dialog import BatchDialog
+
+        folder = folder or str(self.ui_settings.value("batch/folder", "") or "")
+        dlg = BatchDialog(self.context, self, folder=folder)
+        r = self.current_recipe
+        if r is not None:
+            dlg.set_recipe(r.product, r.version)
+        dlg.busy_changed.connect(lambda busy: self._hold("batch", "a folder is being inspected", busy))
+        dlg.batch_finished.connect(lambda _counts: (self.review.refresh(), self.history.refresh()))
+        dlg.batch_finished.connect(lambda _counts: self.ui_settings.setValue("batch/folder", dlg.folder_edit.text()))
+        dlg.finished.connect(lambda _r: self.pipeline.resume_inspection("batch"))
+        self._keep(dlg)
+        dlg.open()
+        self.batch_dialog = dlg
+
+    def open_whatif(self) -> None:
+        from .whatif import WhatIfDialog
+
+        r = self.current_recipe
+        dlg = WhatIfDialog(self.context, self, product=r.product if r else None, version=r.version if r else None)
+        dlg.recipe_saved.connect(self._on_recipe_saved)
+        self._keep(dlg)
+        dlg.open()
+        self.whatif_dialog = dlg
+
     # -- live updates ------------------------------------------------------------------------
     def _on_frame(self, frame) -> None:
         self.live_view.set_image(frame.image)
@@ -304,7 +407,9 @@ class MainWindow(QMainWindow):
 
     def _on_state(self, state: str, message: str) -> None:
         if state == "ready":
-            if self._latest is None or self._latest.inspection.recipe != getattr(self.current_recipe, "product", None):
+            if self._latest is not None and self._latest.inspection.recipe == getattr(self.current_recipe, "product", None):
+                self._apply_latest()  # e.g. after a pause: the last verdict again
+            else:
                 ready = ("Press Space (or Inspect) to inspect a part." if self.pipeline.mode == TRIGGERED
                          else "Waiting for the first verdict…")
                 self.banner.set_state("IDLE", "Ready", message, ready)
@@ -312,7 +417,7 @@ class MainWindow(QMainWindow):
         elif state == "no_recipe":
             self.banner.set_state("IDLE", "No recipe", message)
         else:
-            titles = {"starting": "Starting", "training": "Training", "loading": "Loading"}
+            titles = {"starting": "Starting", "training": "Training", "loading": "Loading", "paused": "Paused"}
             self.banner.set_state("BUSY", titles.get(state, "Please wait"), message)
         self._sync_mode(self.pipeline.mode)
 
@@ -333,7 +438,8 @@ class MainWindow(QMainWindow):
         self.triggered_action.setChecked(triggered)
         self.continuous_action.setChecked(not triggered)
         self.inspect_button.setVisible(triggered)
-        self.inspect_button.setEnabled(triggered and self.pipeline.ready and not self.pipeline.trigger_pending)
+        self.inspect_button.setEnabled(triggered and self.pipeline.ready and not self.pipeline.trigger_pending
+                                       and not self.pipeline.paused)
         self.mode_label.setText("Mode: continuous — every frame is inspected")
         self.mode_label.setVisible(not triggered)  # in triggered mode the button says it all
 

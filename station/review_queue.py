@@ -47,6 +47,7 @@ class ReviewQueueWidget(QWidget):
     decision_recorded = Signal(int, str)  # inspection id, "good" | "defect"
     pending_count_changed = Signal(int)
     recipe_saved = Signal(str, int)  # product, version
+    busy_changed = Signal(bool)  # True while a retrain runs (the owner may pause live inspection)
 
     def __init__(self, context: StationContext, parent: QWidget | None = None):
         super().__init__(parent)
@@ -256,6 +257,7 @@ class ReviewQueueWidget(QWidget):
         self.retrain_cancel.show()
         self._say(f"Retraining {product}…", "info")
         task.start()
+        self.busy_changed.emit(True)
 
     def cancel_retrain(self) -> None:
         if self._retrain is not None:
@@ -394,6 +396,7 @@ class ReviewQueueWidget(QWidget):
         self.retrain_progress.hide()
         self.retrain_cancel.hide()
         self._update_taught()
+        self.busy_changed.emit(False)
 
     def _say(self, text: str, kind: str = "info") -> None:
         self.status.setText(text)
