@@ -9,16 +9,16 @@ fill the missing part with grey.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import struct
-import uuid
 from pathlib import Path
 from typing import Callable, Iterable
 
 import cv2
 import numpy as np
+
+from core.atomic import write_bytes_atomic
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"}
@@ -439,24 +439,4 @@ def save_image_atomic(path: str | os.PathLike, rgb: np.ndarray) -> None:
     """
     target = Path(path)
     data = encode_jpeg(rgb) if target.suffix.lower() in (".jpg", ".jpeg") else encode_png(rgb)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name[:40]}.{uuid.uuid4().hex[:12]}.tmp")
-    created = False
-    try:
-        with open(tmp, "xb") as f:
-            created = True
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if created:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError, AttributeError):  # make the rename durable (POSIX only)
-        fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    write_bytes_atomic(target, data)

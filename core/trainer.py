@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import onnx_runtime, preprocess
-from .backbone import DEFAULT_BACKBONE, FEATURE_STRIDE, aggregate, load_extractor, upsample2x, weights_digest, working_shape
+from .backbone import DEFAULT_BACKBONE, aggregate, load_extractor, upsample2x, weights_digest, working_shape
 from .calibration import DEFAULT_BUDGET, fit_threshold, tradeoff
 from .coreset import Cancelled
 from .fitting import classifier_probabilities, train_autoencoder, train_classifier

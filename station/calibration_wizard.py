@@ -29,7 +29,7 @@ from core.images import load_image
 from core.recipe import Recipe, RecipeError, check_product_name
 from core.trainer import TrainConfig, train_recipe
 from station.calibration_collect import CollectPage
-from station.calibration_result import ResultPage, good_scores  # noqa: F401 - good_scores: public helper
+from station.calibration_result import ResultPage
 from station.context import StationContext
 from station.roi_editor import RoiEditor
 from station.tasks import Task

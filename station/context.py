@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import io
 import json
 import logging
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from core import overlay, paths
+from core.atomic import write_bytes_atomic, write_text_atomic
 from core.images import save_image_atomic
 from core.recipe import Recipe, RecipeError, load_recipe, products, versions
 from core.store import ResultsStore
@@ -62,18 +63,7 @@ class StationSettings:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(dataclasses.asdict(self), f, indent=2)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_text_atomic(path, json.dumps(dataclasses.asdict(self), indent=2))
 
 
 class StationContext:
@@ -153,17 +143,9 @@ class StationContext:
         if pc is not None:
             save_image_atomic(heat_path, overlay.blend(image, pc, inspection.region, inspection.decision.value))
         maps_path = folder / f"{stem}.maps.npz"
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, **{k: v.astype(np.float16) for k, v in inspection.maps.items()})
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, maps_path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{k: v.astype(np.float16) for k, v in inspection.maps.items()})
+        write_bytes_atomic(maps_path, buf.getvalue())
         return str(image_path), str(heat_path) if pc is not None else ""
 
 

@@ -12,11 +12,10 @@ import datetime as _dt
 import html
 import io
 import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Mapping
 
+from core.atomic import write_bytes_atomic
 from station.workflow_text import ALL_MODELS, MODEL_NAMES, reasons_in_words
 
 CSV_COLUMNS = ["path", "verdict", "patchcore", "autoencoder", "classifier", "fused", "reasons",
@@ -68,22 +67,6 @@ def csv_row(r: ResultRow) -> list[str]:
             f"{r.latency_ms:.1f}" if r.latency_ms is not None else "", r.heatmap, ""]
 
 
-def _atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_csv(path: str | os.PathLike, rows: Iterable[ResultRow]) -> int:
     """Write the CSV; returns the number of data rows."""
     buf = io.StringIO()
@@ -93,7 +76,7 @@ def write_csv(path: str | os.PathLike, rows: Iterable[ResultRow]) -> int:
     for r in rows:
         w.writerow(csv_row(r))
         n += 1
-    _atomic_write(path, buf.getvalue().encode("utf-8"))
+    write_bytes_atomic(path, buf.getvalue().encode("utf-8"))
     return n
 
 
@@ -159,5 +142,5 @@ def html_report(rows: list[ResultRow], *, title: str = "Batch inspection", recip
 
 def write_html(path: str | os.PathLike, rows: Iterable[ResultRow], **kw) -> int:
     rows = list(rows)
-    _atomic_write(path, html_report(rows, **kw).encode("utf-8"))
+    write_bytes_atomic(path, html_report(rows, **kw).encode("utf-8"))
     return len(rows)

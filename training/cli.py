@@ -15,12 +15,12 @@ import csv
 import io
 import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
+
+from core.atomic import write_text_atomic
 
 
 def _progress_bar(desc: str):
@@ -168,7 +168,7 @@ def cmd_inspect(args) -> int:
         w = csv.writer(buf)
         w.writerow(header)
         w.writerows(rows)
-        _atomic_text(args.csv, buf.getvalue())
+        write_text_atomic(args.csv, buf.getvalue())
     print(f"{len(files)} files: {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['REVIEW']} REVIEW, "
           f"{counts['error']} could not be inspected"
           f" (recipe {inspector.recipe.label}, {inspector.backend}; scores are 1.0 at each model's threshold: {', '.join(models)})")
@@ -178,28 +178,12 @@ def cmd_inspect(args) -> int:
     return 0 if counts["error"] == 0 else 1
 
 
-def _atomic_text(path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def cmd_evaluate(args) -> int:
     from training.evaluate import evaluate
 
     report = evaluate(args.dataset, recipe=args.recipe, size=args.size, backbone=args.backbone,
                       backend=args.backend, threads=args.threads, save_recipe=args.save_recipe)
-    _atomic_text(args.json, json.dumps(report, indent=2))
+    write_text_atomic(args.json, json.dumps(report, indent=2))
     s = report["summary"]
     print(f"image AUROC {s['image_auroc']:.4f}  pixel AUROC {s['pixel_auroc']:.4f}  PRO {s['pro']:.4f}")
     for m, v in s["per_model"].items():
