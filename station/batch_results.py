@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtCore import QModelIndex, QObject, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QBrush, QPixmap, QPixmapCache
 
 from core.batch import BatchItem, inspect_files
@@ -24,7 +24,7 @@ from core.images import ImageError, list_images, load_image
 from station.context import StationContext
 from station.part_viewer import PartImages, views_from_arrays
 from station.report import ResultRow
-from station.workflow_common import ALL_MODELS, ERROR_COLOUR, VERDICT_COLOURS, reasons_in_words, thumbnail_png
+from station.workflow_common import ALL_MODELS, ColumnsTableModel, ERROR_COLOUR, VERDICT_COLOURS, reasons_in_words, thumbnail_png
 
 log = logging.getLogger(__name__)
 
@@ -131,26 +131,15 @@ def reinspect_loader(context: StationContext, product: str, version: int):
 
 
 # -- the table ---------------------------------------------------------------------------------
-class BatchTableModel(QAbstractTableModel):
+class BatchTableModel(ColumnsTableModel):
     COLUMNS = ("", "File", "Verdict", "PatchCore", "Autoencoder", "Classifier", "Fused", "Reasons",
                "Latency ms", "Error")
     MODEL_COL = {"patchcore": 3, "autoencoder": 4, "classifier": 5}
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self.rows: list[ResultRow] = []
+        self.rows: list[ResultRow] = []  # the model's items (ColumnsTableModel counts them)
         self._key = f"batch-{id(self)}-"
-
-    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        return None
 
     def add_rows(self, rows: list[ResultRow]) -> None:
         if not rows:

@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from PySide6.QtCore import QAbstractTableModel, QDate, QModelIndex, QObject, Qt, QTimer, Signal, Slot
+from PySide6.QtCore import QDate, QModelIndex, QObject, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QBrush, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QDateEdit, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableView,
@@ -23,6 +23,7 @@ from core.store import ResultsStore
 from station.context import StationContext
 from station.part_viewer import PartViewer
 from station.workflow_common import (
+    ColumnsTableModel,
     ERROR_COLOUR, VERDICT_COLOURS, LatestRunner, local_time, reasons_in_words, scale_font, status_style,
 )
 
@@ -75,9 +76,11 @@ def local_day_start(day: QDate) -> _dt.datetime:
     return _dt.datetime(day.year(), day.month(), day.day()).astimezone()
 
 
-class HistoryModel(QAbstractTableModel):
+class HistoryModel(ColumnsTableModel):
     COLUMNS = ("Time", "Recipe", "Verdict", "Operator", "Source", "Mode", "Fused", "PatchCore", "Autoencoder",
                "Reasons")
+
+    ITEMS = "records"
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -87,17 +90,6 @@ class HistoryModel(QAbstractTableModel):
         self.beginResetModel()
         self.records = records
         self.endResetModel()
-
-    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(self.records)
-
-    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        return None
 
     def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QImage
 from PySide6.QtWidgets import QWidget
 
@@ -106,6 +106,25 @@ def release_later(obj: QObject | None) -> None:
         return
     _graveyard.append(obj)
     QTimer.singleShot(0, lambda: _graveyard.remove(obj) if obj in _graveyard else None)
+
+
+class ColumnsTableModel(QAbstractTableModel):
+    """A table of ``COLUMNS`` over a list held in the attribute named by ``ITEMS``."""
+
+    COLUMNS: tuple[str, ...] = ()
+    ITEMS = "rows"
+
+    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(getattr(self, self.ITEMS))
+
+    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.COLUMNS[section]
+        return None
+
 
 class LatestRunner(QObject):
     """Runs jobs as :class:`Task`\\ s, one at a time; a newer request replaces any waiting one.
