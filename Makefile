@@ -6,11 +6,13 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test bench package clean-venv
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt packaging/requirements-package.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned to the CPU wheel, so nothing later can pull a CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	# PyInstaller too: the test suite builds and installs the package (tests/test_packaging.py)
+	$(PY) -m pip install --quiet -r packaging/requirements-package.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -22,9 +24,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m training.bench
+	QT_QPA_PLATFORM=offscreen $(PY) -m training.bench_station --out docs/BENCHMARKS.md
 
+# dist/inspection-station-<version>-linux-x86_64.tar.gz (see docs/PACKAGING.md)
 package: $(STAMP)
-	$(PY) -m pip install --quiet -r packaging/requirements-package.txt
 	$(PY) packaging/build.py
 
 clean-venv:

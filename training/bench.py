@@ -355,10 +355,12 @@ def render(r: dict, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
+def write_section(path: Path, section: str, start: str = START, end: str = END) -> None:
+    """Replace the part of ``path`` between the markers ``start`` and ``end`` (which ``section``
+    carries) or append it; the rest of the file is left alone."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\nFigures measured on the machines named in each section; commands given so anyone can re-run them.\n"
-    if START in text and END in text:
-        a, b = text.index(START), text.index(END) + len(END)
+    if start in text and end in text:
+        a, b = text.index(start), text.index(end) + len(end)
         text = text[:a] + section + text[b:]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"

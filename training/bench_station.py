@@ -36,6 +36,7 @@ TIMER_MS = 5
 TARGETS = {"display_fps": (">=", 25.0), "ui_gap_max_ms": ("<=", 50.0), "trigger_p95_ms": ("<=", 100.0),
            "calibration_to_saved_s": ("<=", 60.0)}
 CALIBRATION_PRODUCT = "bench-calibration"
+STATION_START, STATION_END = "<!-- bench:station:start -->", "<!-- bench:station:end -->"
 
 
 def _spin(ms: float) -> None:
@@ -289,6 +290,25 @@ def run(duration: float = 60.0, presses: int = 50, data_dir: str | None = None, 
     return out
 
 
+def markdown(r: dict, m: dict, command: str) -> str:
+    """The station section of docs/BENCHMARKS.md."""
+    import datetime as _dt
+
+    return "\n".join([
+        STATION_START,
+        "## Station (the real window, offscreen, demo source at 30 fps)",
+        "",
+        f"Measured {_dt.date.today().isoformat()} with `{command}` on {m['cpu']}, {m['cores']} cores; "
+        f"PySide6 offscreen platform, demo recipe (256 px), continuous phase {r.get('duration_s', 0):.0f} s, "
+        f"{r.get('trigger_presses', 0)} Space presses.",
+        "",
+        "```",
+        table(r),
+        "```",
+        STATION_END,
+    ])
+
+
 def _meets(value, op: str, target: float) -> bool | None:
     if value is None or not np.isfinite(value):
         return None
@@ -340,8 +360,15 @@ def main(argv=None) -> int:
     ap.add_argument("--fps", type=float, default=30.0, help="demo camera frame rate (default 30)")
     ap.add_argument("--calibrate", type=int, default=50, help="good parts for the calibration run (0: skip)")
     ap.add_argument("--json", help="also write the measurements to this JSON file")
+    ap.add_argument("--out", help="write the table into this Markdown file (e.g. docs/BENCHMARKS.md), "
+                                  "between its station markers")
     args = ap.parse_args(argv)
     out = run(args.duration, args.presses, args.data_dir, args.fps, calibration_parts=args.calibrate)
+    if args.out:
+        from training.bench import machine, write_section
+
+        command = "python -m training.bench_station " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_section(Path(args.out), markdown(out, machine(), command), STATION_START, STATION_END)
     if args.json:
         import json
 
