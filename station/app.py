@@ -147,10 +147,10 @@ def _close_other_windows(main_window) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.self_test:
-        # STUB: the installation self-test is filled in by a later task.
-        print("station --self-test: not implemented yet", file=sys.stderr)
-        return 3
+    if args.self_test:  # temporary folders, offscreen, demo source end to end; 0 only if all worked
+        from .selftest import run as run_self_test
+
+        return run_self_test(args)
 
     from .context import StationContext
 

@@ -83,12 +83,6 @@ def test_shift_counters_survive_a_restart_and_reset(context):
     assert ShiftCounters(context.config_dir).started == again.started
 
 
-def test_self_test_is_a_marked_stub():
-    from station.app import main
-
-    assert main(["--self-test"]) != 0
-
-
 def test_main_starts_logs_and_stops_cleanly(tmp_path, monkeypatch, qapp):
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
