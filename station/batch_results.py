@@ -18,7 +18,7 @@ from pathlib import Path
 from PySide6.QtCore import QModelIndex, QObject, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QBrush, QPixmap, QPixmapCache
 
-from core.batch import BatchItem, inspect_files
+from core.batch import BatchItem, batch_inspector, inspect_files
 from core.engine import Inspector
 from core.images import ImageError, list_images, load_image
 from station.context import StationContext
@@ -82,7 +82,7 @@ def batch_job(context: StationContext, product: str, version: int | None, folder
     def run(progress, cancelled):
         progress("Loading the recipe", 0.0)
         recipe = context.load_recipe(product, version or None)
-        inspector = Inspector(recipe)
+        inspector = batch_inspector(recipe)
         if inspector.fallback_reason:
             log.info("Batch uses torch: %s", inspector.fallback_reason)
         progress("Looking for pictures", 0.0)

@@ -91,15 +91,15 @@ def w_latency(dataset: str, recipe: str, n: int) -> dict:
 
 def w_inspect_only(dataset: str, recipe: str) -> dict:
     """Throughput from disk and the peak memory of a process that only inspects."""
-    from core.engine import Inspector
+    from core.batch import batch_inspector
     from core.images import list_images
     from core.recipe import load_recipe
     from training.benchmark import throughput
 
-    ins = Inspector(load_recipe(recipe), threads=THREADS)
+    ins = batch_inspector(load_recipe(recipe))  # one ONNX Runtime thread per call, THREADS files at a time
     files = list_images([Path(dataset) / "test", Path(dataset) / "train"])
-    throughput(ins, files[:10])  # warm-up
-    res = throughput(ins, files)
+    throughput(ins, files[:10], workers=THREADS)  # warm-up
+    res = throughput(ins, files, workers=THREADS)
     res["peak_rss_mb"] = _peak_rss_mb()
     res["backend"] = ins.backend
     return res

@@ -100,12 +100,18 @@ def _print_recipe_summary(recipe, path) -> None:
         print(f"  skipped {s['source']}: {s['error']}")
 
 
-def _load_inspector(args):
+def _load_inspector(args, batch: bool = False):
+    """``batch``: an inspector for many files at once (``--threads`` files in parallel, one
+    inference thread each), else one for the latency of a single call."""
+    from core.batch import batch_inspector
     from core.engine import Inspector
     from core.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
-    inspector = Inspector(recipe, backend=args.backend, threads=args.threads)
+    if batch:
+        inspector = batch_inspector(recipe, backend=args.backend)
+    else:
+        inspector = Inspector(recipe, backend=args.backend, threads=args.threads)
     if inspector.fallback_reason and args.backend == "auto":
         print(f"note: using torch ({inspector.fallback_reason})", file=sys.stderr)
     return inspector
@@ -119,7 +125,7 @@ def cmd_inspect(args) -> int:
     from core.store import ResultsStore
 
     try:
-        inspector = _load_inspector(args)
+        inspector = _load_inspector(args, batch=True)
         files = list_images(args.paths)
     except (RecipeError, ImageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -132,7 +138,8 @@ def cmd_inspect(args) -> int:
     rows = []
     counts = {"PASS": 0, "FAIL": 0, "REVIEW": 0, "error": 0}
     used_names: set[str] = set()
-    for item in tqdm(inspect_files(inspector, files, keep_images=heat_dir is not None), total=len(files),
+    for item in tqdm(inspect_files(inspector, files, workers=args.threads, keep_images=heat_dir is not None),
+                     total=len(files),
                      desc="Inspecting", unit="img", file=sys.stderr, mininterval=0.5, disable=None):
         if not item.ok:
             counts["error"] += 1
