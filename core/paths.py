@@ -12,37 +12,36 @@ import platformdirs
 APP_NAME = "InspectionStation"
 
 
-def data_dir() -> Path:
-    env = os.environ.get("STATION_DATA_DIR")
-    p = Path(env) if env else Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+def _made(p: Path) -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def _user_dir(env: str, default: str) -> Path:
+    """``$env`` when set, else the platform's user folder; created if missing."""
+    value = os.environ.get(env)
+    return _made(Path(value) if value else Path(default))
+
+
+def data_dir() -> Path:
+    return _user_dir("STATION_DATA_DIR", platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
 def config_dir() -> Path:
-    env = os.environ.get("STATION_CONFIG_DIR")
-    p = Path(env) if env else Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+    return _user_dir("STATION_CONFIG_DIR", platformdirs.user_config_dir(APP_NAME, appauthor=False))
 
 
 def recipes_dir() -> Path:
-    p = data_dir() / "recipes"
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+    return _made(data_dir() / "recipes")
 
 
 def products_dir() -> Path:
     """Per-product image sets (good / defect) that recipes are trained from and taught back into."""
-    p = data_dir() / "products"
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+    return _made(data_dir() / "products")
 
 
 def images_dir() -> Path:
-    p = data_dir() / "images"
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+    return _made(data_dir() / "images")
 
 
 def store_path() -> Path:
@@ -51,13 +50,8 @@ def store_path() -> Path:
 
 def cache_dir() -> Path:
     """Rebuildable files (exported backbone graphs); safe to delete."""
-    env = os.environ.get("STATION_CACHE_DIR")
-    p = Path(env) if env else Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+    return _user_dir("STATION_CACHE_DIR", platformdirs.user_cache_dir(APP_NAME, appauthor=False))
 
 
 def log_dir() -> Path:
-    p = data_dir() / "logs"
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+    return _made(data_dir() / "logs")
