@@ -25,19 +25,48 @@ def upsample(grid: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(grid, (int(w), int(h)), interpolation=cv2.INTER_LINEAR)
 
 
+def map_shape(image_shape_hw: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """The (h, w) of an image-aligned map whose longest side is at most ``max_side``."""
+    h, w = (int(v) for v in image_shape_hw)
+    if not max_side or max(h, w) <= max_side:
+        return h, w
+    s = max_side / float(max(h, w))
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
 def to_image(
     smooth: np.ndarray,
     roi_shape_hw: tuple[int, int],
     image_shape_hw: tuple[int, int],
     roi_xywh: tuple[int, int, int, int] | None,
+    out_shape_hw: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """Bring a smoothed grid to the ROI's size and place it in an image-sized map (0 outside)."""
-    roi_map = upsample(smooth, roi_shape_hw)
-    if roi_xywh is None or tuple(roi_shape_hw) == tuple(image_shape_hw):
-        return roi_map
+    """Bring a smoothed grid to the ROI's size and place it in an image-sized map (0 outside).
+
+    ``out_shape_hw``: a smaller map covering the same image (see :func:`map_shape`); the ROI is
+    scaled with it. Drawing code resizes maps to the image, so a map at the working resolution
+    shows the same heatmap (the grid holds no finer detail) at a fraction of the cost.
+    """
+    ih, iw = (int(v) for v in image_shape_hw)
+    oh, ow = (ih, iw) if out_shape_hw is None else (int(out_shape_hw[0]), int(out_shape_hw[1]))
+    if (oh, ow) == (ih, iw):
+        roi_map = upsample(smooth, roi_shape_hw)
+        if roi_xywh is None or tuple(roi_shape_hw) == (ih, iw):
+            return roi_map
+        x, y, w, h = roi_xywh
+        full = np.zeros((ih, iw), dtype=np.float32)
+        full[y : y + h, x : x + w] = roi_map
+        return full
+    if roi_xywh is None:
+        return upsample(smooth, (oh, ow))
+    sx, sy = ow / float(iw), oh / float(ih)
     x, y, w, h = roi_xywh
-    full = np.zeros(image_shape_hw, dtype=np.float32)
-    full[y : y + h, x : x + w] = roi_map
+    x0, y0 = min(ow - 1, int(round(x * sx))), min(oh - 1, int(round(y * sy)))
+    x1, y1 = max(x0 + 1, min(ow, int(round((x + w) * sx)))), max(y0 + 1, min(oh, int(round((y + h) * sy))))
+    if (x0, y0, x1, y1) == (0, 0, ow, oh):
+        return upsample(smooth, (oh, ow))
+    full = np.zeros((oh, ow), dtype=np.float32)
+    full[y0:y1, x0:x1] = upsample(smooth, (y1 - y0, x1 - x0))
     return full
 
 

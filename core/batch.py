@@ -39,10 +39,17 @@ def batch_inspector(recipe, backend: str = "auto", verify: bool = True) -> Inspe
     inspects whole files on its own core, the session serving several calls at once, instead of
     two threads sharing each small operator and spinning while the other core decodes.
     """
+    import cv2
+
+    # Each worker already has a core: OpenCV's own pool (the resizes) would only add hand-offs.
+    # Measured on 2 cores, bottle: 37.4-37.7 vs 38.8-40.2 ms of CPU per part. Process-wide, like
+    # the live inspector's setting.
+    cv2.setNumThreads(1)
     return Inspector(recipe, backend=backend, threads=1, spin=False, verify=verify)
 
 
-def _one(inspector: Inspector, index: int, path: str, keep_images: bool, with_maps: bool) -> BatchItem:
+def _one(inspector: Inspector, index: int, path: str, keep_images: bool, with_maps: bool,
+         map_side: int | None) -> BatchItem:
     try:
         image = load_image(path)
     except ImageError as exc:
@@ -50,7 +57,11 @@ def _one(inspector: Inspector, index: int, path: str, keep_images: bool, with_ma
     except Exception as exc:  # noqa: BLE001 - a batch must go on whatever one file does
         return BatchItem(index, path, None, f"Unexpected error while reading: {exc}", "unreadable")
     try:
-        result = inspector.inspect(image, source=path, frame_id=index, with_maps=with_maps)
+        if map_side is None:
+            result = inspector.inspect(image, source=path, frame_id=index, with_maps=with_maps)
+        else:
+            result = inspector.inspect(image, source=path, frame_id=index, with_maps=with_maps,
+                                       map_side=map_side)
     except Exception as exc:  # noqa: BLE001
         return BatchItem(index, path, None, f"Inspection failed: {exc}", "inspection_failed")
     return BatchItem(index, path, result, image=image if keep_images else None)
@@ -64,16 +75,23 @@ def inspect_files(
     lookahead: int | None = None,
     keep_images: bool = False,
     with_maps: bool = True,
+    full_maps: bool = False,
     cancel: Callable[[], bool] | None = None,
 ) -> Iterator[BatchItem]:
     """Decode and inspect ``paths`` in ``workers`` threads (default: the cores, at most 4); items
     come back in input order. At most ``lookahead`` files (default 2 per worker) are in flight,
     so memory stays flat on folders of any size. Use :func:`batch_inspector` for the inspector
     (one ONNX Runtime thread per call); an inspector built for latency works too, only slower.
+
+    Maps come at the recipe's working resolution (they cover the whole image; thumbnails and
+    overlays resize them), unless ``full_maps`` asks for the image's size (pixel metrics). On
+    900 px bottle images that saves about 2 ms of each part's ~40 ms of CPU.
     """
     paths = [str(p) for p in paths]
     workers = max(1, int(workers or min(4, os.cpu_count() or 1)))
     lookahead = max(workers, int(lookahead or 2 * workers))
+    recipe = getattr(inspector, "recipe", None)
+    map_side = None if full_maps or recipe is None else max(recipe.working_shape)
     pending: deque = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batch") as pool:
         nxt = 0
@@ -81,7 +99,7 @@ def inspect_files(
         def fill() -> None:
             nonlocal nxt
             while nxt < len(paths) and len(pending) < lookahead:
-                pending.append(pool.submit(_one, inspector, nxt, paths[nxt], keep_images, with_maps))
+                pending.append(pool.submit(_one, inspector, nxt, paths[nxt], keep_images, with_maps, map_side))
                 nxt += 1
 
         fill()

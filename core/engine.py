@@ -178,8 +178,14 @@ class Inspector:
             )
         return self._mask_cache[key]
 
-    def inspect(self, image: np.ndarray, *, source: str = "", frame_id: int = -1, with_maps: bool = True) -> Inspection:
-        """Inspect one decoded image (RGB uint8; other layouts are converted)."""
+    def inspect(self, image: np.ndarray, *, source: str = "", frame_id: int = -1, with_maps: bool = True,
+                map_side: int | None = None) -> Inspection:
+        """Inspect one decoded image (RGB uint8; other layouts are converted).
+
+        Maps cover the whole image; by default they have its size. ``map_side`` caps their
+        longest side (batches use the working size: the patch grid holds no finer detail, and
+        drawing code resizes a map to the image it is drawn on).
+        """
         t0 = time.perf_counter()
         if image.size == 0 or image.ndim < 2 or min(image.shape[:2]) < 2:
             raise ImageError("unsupported_format", message=f"The image is empty or too small ({image.shape}).")
@@ -228,10 +234,11 @@ class Inspector:
         region = None
         if with_maps:
             roi = geo.roi if not geo.full_frame else None
+            out_hw = anomaly_map.map_shape(geo.image_hw, map_side)
             for name, grid in grids.items():
                 smooth = anomaly_map.smooth_grid(grid, FEATURE_STRIDE)
                 smooth *= np.float32(1.0 / self.thresholds[name].value)
-                maps[name] = anomaly_map.to_image(smooth, geo.roi_hw, geo.image_hw, roi)
+                maps[name] = anomaly_map.to_image(smooth, geo.roi_hw, geo.image_hw, roi, out_hw)
                 if name == "patchcore":
                     region = anomaly_map.region_in_image(
                         smooth, geo.working_hw, geo.roi, self.thresholds["patchcore"].band[0]

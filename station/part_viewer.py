@@ -44,6 +44,18 @@ class PartImages:
     message: str = ""
 
 
+def region_in(image_hw: tuple[int, int], amap: np.ndarray, level: float) -> tuple[int, int, int, int] | None:
+    """The hot region of ``amap`` in image pixels; the map may be smaller than the image (batch
+    maps come at the working size), it covers the whole image either way."""
+    region = region_of(np.asarray(amap, np.float32), level)
+    if region is None or tuple(amap.shape[:2]) == tuple(image_hw):
+        return region
+    sy, sx = image_hw[0] / amap.shape[0], image_hw[1] / amap.shape[1]
+    x, y, w, h = region
+    x0, y0 = int(np.floor(x * sx)), int(np.floor(y * sy))
+    return x0, y0, max(1, int(np.ceil((x + w) * sx)) - x0), max(1, int(np.ceil((y + h) * sy)) - y0)
+
+
 def views_from_arrays(image: np.ndarray, maps: dict, decision: str | None = None,
                       bands: dict | None = None, max_side: int = VIEW_MAX_SIDE) -> list[tuple[str, QImage]]:
     """Part + one blended heatmap per model. ``bands``: model -> normalised band low (outline)."""
@@ -55,8 +67,8 @@ def views_from_arrays(image: np.ndarray, maps: dict, decision: str | None = None
             continue
         region = None
         level = (bands or {}).get(m)
-        if m == "patchcore" and level is not None and amap.shape[:2] == image.shape[:2]:
-            region = region_of(np.asarray(amap, np.float32), float(level))
+        if m == "patchcore" and level is not None:
+            region = region_in(image.shape[:2], amap, float(level))
         views.append((f"{model_name(m)} heatmap",
                       to_qimage(overlay_small(image, amap, max_side, region, decision))))
     return views

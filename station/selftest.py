@@ -411,6 +411,27 @@ def check_training(root: Path, report: dict) -> None:
             report["failures"].append("an inspection with the freshly trained recipe lacks a model's score or map")
 
 
+def check_images(report: dict) -> None:
+    """PNG files decode with libpng through imagecodecs, 8- and 16-bit alike. A frozen build that
+    left imagecodecs' libpng module out would fall back to OpenCV without a word, at half the
+    decoding speed: that is a failure here."""
+    import cv2
+    import numpy as np
+
+    from core.images import decode_image, png_decoder
+
+    rgb = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    deep = rgb.astype(np.uint16) * 257  # 16-bit PNG; /257 brings it back exactly
+    ok8 = np.array_equal(decode_image(cv2.imencode(".png", rgb[:, :, ::-1])[1].tobytes()), rgb)
+    ok16 = np.array_equal(decode_image(cv2.imencode(".png", deep[:, :, ::-1])[1].tobytes()), rgb)
+    report["images"] = {"png_decoder": png_decoder(), "png_8bit": ok8, "png_16bit": ok16}
+    if png_decoder() != "libpng (imagecodecs)":
+        report["failures"].append(f"PNG files are decoded by {png_decoder()}, not libpng (imagecodecs): "
+                                  "the build left imagecodecs out")
+    if not (ok8 and ok16):
+        report["failures"].append("a PNG image did not decode to the pixels it was written with")
+
+
 # -- the whole test ----------------------------------------------------------------------------
 def print_report(report: dict, out=None) -> None:
     out = out or sys.stdout
@@ -438,6 +459,10 @@ def print_report(report: dict, out=None) -> None:
     if rec:
         lines.append(f"  recorded: row {rec['row']} {rec['decision']} {rec['scores']}, image {rec['image']}, "
                      f"heatmap {rec['heatmap']}")
+    im = report.get("images")
+    if im:
+        lines.append(f"  images: PNG decoder {im['png_decoder']}, 8-bit {'ok' if im['png_8bit'] else 'WRONG'}, "
+                     f"16-bit {'ok' if im['png_16bit'] else 'WRONG'}")
     tr = report.get("training")
     if tr:
         lines.append(f"  training: {tr['parts']} good + {tr['defects']} defective parts at {tr['size'][0]} px in "
@@ -553,6 +578,7 @@ def _run(report: dict, temp: Path, t0: float, inspections: int, timeout_s: float
     if not check.done:
         report["failures"].append("the event loop ended before the self-test finished")
     check_recorded(temp / "data" / "results.sqlite", check.recorded_row, report)
+    check_images(report)
     if os.environ.get("STATION_SELFTEST_TRAIN", "1") in ("0", "no", "false"):
         report["training_skipped"] = "skipped (STATION_SELFTEST_TRAIN=0)"
     elif not report["failures"]:

@@ -51,7 +51,7 @@ class SlowInspector:
         self.seen: list[int] = []
         self.threads: set[int] = set()
 
-    def inspect(self, image, source="", frame_id=-1, with_maps=True):
+    def inspect(self, image, source="", frame_id=-1, with_maps=True, map_side=None):
         self.threads.add(threading.get_ident())
         time.sleep(self.delay)
         self.seen.append(frame_id)

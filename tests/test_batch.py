@@ -52,3 +52,18 @@ def test_cancel_stops_a_parallel_batch(tmp_path, tiny_recipe):
     for it in inspect_files(batch_inspector(tiny_recipe), paths, workers=2, cancel=lambda: len(seen) >= 3):
         seen.append(it)
     assert len(seen) == 3
+
+
+def test_batch_maps_at_the_working_size_unless_full_maps_are_asked_for(tmp_path, tiny_recipe):
+    gen = PartGenerator("bracket", (300, 300), seed=9)
+    p = tmp_path / "part.png"
+    save_image_atomic(p, gen.defective(1).image)
+    ins = batch_inspector(tiny_recipe)
+    (item,) = inspect_files(ins, [p])
+    side = max(tiny_recipe.working_shape)
+    assert {m.shape for m in item.inspection.maps.values()} == {(side, side)}
+    (full,) = inspect_files(ins, [p], full_maps=True)
+    assert {m.shape for m in full.inspection.maps.values()} == {(300, 300)}
+    assert item.inspection.verdict == full.inspection.verdict and item.inspection.region == full.inspection.region
+    (none,) = inspect_files(ins, [p], with_maps=False)
+    assert dict(none.inspection.maps) == {} and none.inspection.verdict == item.inspection.verdict

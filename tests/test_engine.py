@@ -108,6 +108,38 @@ def test_files_of_other_resolution_and_depth_are_inspected(inspector, tmp_path):
     assert r.decision is not Decision.PASS
 
 
+def test_smaller_maps_cover_the_same_image(inspector):
+    """``map_side`` (batches): maps at a capped size, aligned with the image, the same heatmap."""
+    import cv2
+
+    part = GEN.defective(26)
+    big = cv2.resize(part.image, (384, 256), interpolation=cv2.INTER_CUBIC)  # 3:2, not the recipe's 1:1
+    full = inspector.inspect(big)
+    small = inspector.inspect(big, map_side=96)
+    assert small.verdict == full.verdict and small.region == full.region
+    for m, amap in small.maps.items():
+        assert amap.shape == (64, 96) and amap.dtype == np.float32 and not amap.flags.writeable
+        shrunk = cv2.resize(full.maps[m], (96, 64), interpolation=cv2.INTER_AREA)
+        assert np.abs(amap - shrunk).max() < 0.05 * float(full.maps[m].max())
+    assert inspector.inspect(big, map_side=1000).maps["patchcore"].shape == (256, 384)  # never enlarged
+
+
+def test_map_to_image_places_a_scaled_roi():
+    from core import anomaly_map
+
+    grid = np.ones((8, 8), np.float32)
+    roi = (90, 30, 600, 300)  # x, y, w, h in a 900 x 450 image
+    full = anomaly_map.to_image(grid, (300, 600), (450, 900), roi)
+    out_hw = anomaly_map.map_shape((450, 900), 300)
+    assert out_hw == (150, 300)
+    small = anomaly_map.to_image(grid, (300, 600), (450, 900), roi, out_hw)
+    assert small.shape == (150, 300)
+    ys, xs = np.nonzero(small)
+    assert (xs.min(), xs.max() + 1, ys.min(), ys.max() + 1) == (30, 230, 10, 110)  # the ROI / 3
+    assert np.nonzero(full)[1].min() == 90 and np.nonzero(full)[1].max() + 1 == 690
+    assert anomaly_map.map_shape((450, 900), None) == (450, 900)
+
+
 @pytest.mark.parametrize("kind", ["noise", "blank", "other_product", "wrong_aspect"])
 def test_unfamiliar_input_goes_to_review_with_a_reason(inspector, kind):
     rng = np.random.default_rng(0)

@@ -66,6 +66,17 @@ def error_of(fn, *args) -> ImageError:
     return info.value
 
 
+@pytest.fixture(params=["libpng", "opencv"])
+def png_path(request, monkeypatch):
+    """Run a PNG test through both decoders: libpng (imagecodecs, the fast path) and OpenCV (the
+    fallback when imagecodecs is missing or refuses a file)."""
+    if request.param == "opencv":
+        monkeypatch.setattr(images, "_png_decode", None)
+    else:
+        assert images._png_decode is not None, "imagecodecs (a pinned requirement) is not installed"
+    return request.param
+
+
 # ------------------------------------------------------------------------------------ ImageError
 def test_image_error_fields_str_and_pickle():
     err = ImageError("truncated", "/x/a.png")
@@ -87,14 +98,14 @@ def test_extensions():
 
 
 # ------------------------------------------------------------------------------------ decoding
-def test_gray_8bit_png_replicated_to_rgb():
+def test_gray_8bit_png_replicated_to_rgb(png_path):
     gray = np.array([[0, 17, 255]], np.uint8)
     out = decode_image(enc(".png", gray))
     assert out.shape == (1, 3, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
     assert out[0].tolist() == [[0, 0, 0], [17, 17, 17], [255, 255, 255]]
 
 
-def test_gray_16bit_png_fixed_mapping():
+def test_gray_16bit_png_fixed_mapping(png_path):
     gray = np.array([[0, 65535, 257 * 100, 128, 129, 257 * 7 + 128]], np.uint16)
     out = decode_image(enc(".png", gray))
     assert out.dtype == np.uint8 and out.shape == (1, 6, 3)
@@ -102,7 +113,7 @@ def test_gray_16bit_png_fixed_mapping():
     assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
 
 
-def test_rgb_16bit_png_channel_order():
+def test_rgb_16bit_png_channel_order(png_path):
     bgr = np.zeros((2, 2, 3), np.uint16)
     bgr[...] = (65535, 0, 257 * 10)  # B, G, R
     out = decode_image(enc(".png", bgr))
@@ -110,7 +121,7 @@ def test_rgb_16bit_png_channel_order():
     assert (out == (10, 0, 255)).all()
 
 
-def test_bgra_png_composited_over_black_in_rgb_order():
+def test_bgra_png_composited_over_black_in_rgb_order(png_path):
     bgra = np.array([[[0, 0, 255, 255],        # opaque pure red
                       [255, 255, 255, 0],      # fully transparent white
                       [255, 255, 255, 128],    # half transparent white
@@ -121,7 +132,7 @@ def test_bgra_png_composited_over_black_in_rgb_order():
     assert out[0].tolist() == [[255, 0, 0], [0, 0, 0], [128, 128, 128], [0, 0, 255]]
 
 
-def test_bgra_16bit_alpha_uses_16bit_range():
+def test_bgra_16bit_alpha_uses_16bit_range(png_path):
     bgra = np.array([[[0, 0, 65535, 65535], [65535, 65535, 65535, 0]]], np.uint16)
     out = decode_image(enc(".png", bgra))
     assert out[0].tolist() == [[255, 0, 0], [0, 0, 0]]
@@ -200,7 +211,7 @@ def test_other_image_formats_are_unsupported_not_garbage():
     assert err.code == "unsupported_format" and "GIF" in err.message
 
 
-def test_truncated_png_and_chunk_list_running_off_the_end():
+def test_truncated_png_and_chunk_list_running_off_the_end(png_path):
     data = enc(".png", gradient())
     assert error_of(decode_image, data[: len(data) // 2]).code == "truncated"
     assert error_of(decode_image, data[:-12]).code == "truncated"  # only IEND missing
@@ -222,7 +233,7 @@ def test_truncated_webp_bmp_tiff():
         assert error_of(decode_image, data[: len(data) // 2]).code == "truncated", ext
 
 
-def test_png_with_corrupt_idat_is_reported_corrupt():
+def test_png_with_corrupt_idat_is_reported_corrupt(png_path):
     data = bytearray(enc(".png", gradient()))
     at = data.find(b"IDAT")
     length = struct.unpack(">I", data[at - 4:at])[0]
@@ -232,6 +243,80 @@ def test_png_with_corrupt_idat_is_reported_corrupt():
     crc = zlib.crc32(bytes(data[at:at + 4 + length]))
     data[at + 4 + length:at + 8 + length] = struct.pack(">I", crc)
     assert error_of(decode_image, bytes(data)).code == "corrupt"  # valid CRC, bad deflate data
+
+
+def png_of(width: int, height: int, depth: int, colour: int, rows: list[bytes],
+           plte: bytes | None = None, trns: bytes | None = None) -> bytes:
+    """A PNG written byte by byte: every row unfiltered (filter byte 0), any depth and colour type."""
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr)
+    if plte is not None:
+        body += chunk(b"PLTE", plte)
+    if trns is not None:
+        body += chunk(b"tRNS", trns)
+    idat = zlib.compress(b"".join(b"\0" + r for r in rows))
+    return b"\x89PNG\r\n\x1a\n" + body + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+# palette red, green, blue, white; index 1 (green) half transparent, index 2 (blue) transparent
+PALETTE = bytes([255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255])
+PNG_VARIANTS = {
+    "palette": (png_of(4, 1, 8, 3, [bytes([0, 1, 2, 3])], PALETTE),
+                [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]]),
+    "palette + tRNS": (png_of(4, 1, 8, 3, [bytes([0, 1, 2, 3])], PALETTE, bytes([255, 128, 0])),
+                       [[255, 0, 0], [0, 128, 0], [0, 0, 0], [255, 255, 255]]),
+    "2-bit palette": (png_of(4, 1, 2, 3, [bytes([0b00011011])], PALETTE),
+                      [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]]),
+    "1-bit gray": (png_of(8, 1, 1, 0, [bytes([0b10100000])]),
+                   [[255] * 3, [0] * 3, [255] * 3] + [[0] * 3] * 5),
+    "4-bit gray": (png_of(2, 1, 4, 0, [bytes([0x0F])]), [[0] * 3, [255] * 3]),
+    "gray + alpha 8-bit": (png_of(2, 1, 8, 4, [bytes([200, 255, 200, 0])]), [[200] * 3, [0] * 3]),
+    "gray + alpha 16-bit": (png_of(1, 1, 16, 4, [struct.pack(">HH", 257 * 90, 65535)]), [[90] * 3]),
+    "rgb + tRNS": (png_of(2, 1, 8, 2, [bytes([1, 2, 3, 9, 9, 9])], trns=struct.pack(">HHH", 9, 9, 9)),
+                   [[1, 2, 3], [0, 0, 0]]),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(PNG_VARIANTS))
+def test_png_bit_depths_palettes_and_transparency(variant, png_path):
+    data, want = PNG_VARIANTS[variant]
+    out = decode_image(data)
+    assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
+    assert out[0].tolist() == want
+
+
+def test_png_decoder_is_libpng_and_a_refusing_decoder_falls_back_to_opencv(monkeypatch):
+    assert images.png_decoder() == "libpng (imagecodecs)"
+    data = enc(".png", gradient())
+    want = decode_image(data)
+    calls = []
+
+    def refuses(buf):
+        calls.append(len(buf))
+        raise RuntimeError("libpng says no")
+
+    monkeypatch.setattr(images, "_png_decode", refuses)
+    assert np.array_equal(decode_image(data), want) and calls  # OpenCV decoded it instead
+    monkeypatch.setattr(images, "_png_decode", None)
+    assert images.png_decoder() == "OpenCV" and np.array_equal(decode_image(data), want)
+
+
+def test_missing_or_stubbed_imagecodecs_means_opencv(monkeypatch):
+    import sys
+    import types
+
+    stub = types.ModuleType("imagecodecs")
+
+    def png_decode(data):  # what imagecodecs hands out when its native module failed to import
+        raise RuntimeError("DelayedImportError: could not import name 'png_decode'")
+
+    stub.png_decode = png_decode
+    monkeypatch.setitem(sys.modules, "imagecodecs", stub)
+    assert images._load_png_decoder() is None
+    monkeypatch.setitem(sys.modules, "imagecodecs", None)  # not installed: ImportError
+    assert images._load_png_decoder() is None
+    monkeypatch.delitem(sys.modules, "imagecodecs")
+    assert images._load_png_decoder() is not None
 
 
 def test_png_not_starting_with_ihdr_is_corrupt():

@@ -318,6 +318,7 @@ def test_installed_self_test_passes_offline(installed, network_block, tmp_path):
     assert rep["recipe_source"].startswith("bundled")
     assert rep["recorded"]["heatmap"] and set(rep["recorded"]["scores"]) >= {"patchcore", "autoencoder"}
     assert rep["training"]["backend"] == "onnx" and "classifier" in rep["training"]["models"]
+    assert rep["images"] == {"png_decoder": "libpng (imagecodecs)", "png_8bit": True, "png_16bit": True}
     assert _tree(installed.prefix) == before, "the self-test wrote into the install folder"
     _report(frozen_self_test=dict(wall_s=round(wall, 1), timings_s=rep["timings_s"], live=rep["live"],
                                   training=rep["training"]))

@@ -105,3 +105,13 @@ def test_probe_cameras_runs_in_the_background_and_lists_what_answers(qtbot, tmp_
         dlg.reject()
     finally:
         ctx.close()
+
+
+def test_part_viewer_region_from_a_smaller_batch_map():
+    from station.part_viewer import region_in
+
+    amap = np.zeros((64, 96), np.float32)  # a batch map at the working size of a 3:2 image
+    amap[10:20, 30:40] = 2.0
+    assert region_in((64, 96), amap, 1.0) == (30, 10, 10, 10)
+    assert region_in((640, 960), amap, 1.0) == (300, 100, 100, 100)  # the same spot, image pixels
+    assert region_in((640, 960), amap, 3.0) is None  # nothing above the level

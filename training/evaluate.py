@@ -77,7 +77,7 @@ def evaluate(dataset, recipe=None, *, size=256, backbone="efficientnet-lite0", b
     images, labels, latencies = [], [], []
     masks_all, maps_all = [], {m: [] for m in MODELS}
     have_masks = True
-    for item in inspect_files(inspector, [f for f, _ in files]):
+    for item in inspect_files(inspector, [f for f, _ in files], full_maps=True):
         path, dtype = files[item.index]
         if not item.ok:
             raise DatasetError(f"{path}: {item.error}")
