@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .engine import Inspector
-from .images import ImageError, load_image
+from .images import ImageError, decode_image, read_image_file
 from .types import Inspection
 
 
@@ -26,6 +26,7 @@ class BatchItem:
     error: str | None = None
     error_code: str | None = None
     image: np.ndarray | None = None  # the decoded image, when asked for (thumbnails, heatmaps)
+    data: bytes | None = None  # the file's bytes, with the image: keep the original, not a re-encoding
 
     @property
     def ok(self) -> bool:
@@ -51,7 +52,8 @@ def batch_inspector(recipe, backend: str = "auto", verify: bool = True) -> Inspe
 def _one(inspector: Inspector, index: int, path: str, keep_images: bool, with_maps: bool,
          map_side: int | None) -> BatchItem:
     try:
-        image = load_image(path)
+        data = read_image_file(path)
+        image = decode_image(data, path)
     except ImageError as exc:
         return BatchItem(index, path, None, exc.message, exc.code)
     except Exception as exc:  # noqa: BLE001 - a batch must go on whatever one file does
@@ -64,7 +66,9 @@ def _one(inspector: Inspector, index: int, path: str, keep_images: bool, with_ma
                                        map_side=map_side)
     except Exception as exc:  # noqa: BLE001
         return BatchItem(index, path, None, f"Inspection failed: {exc}", "inspection_failed")
-    return BatchItem(index, path, result, image=image if keep_images else None)
+    if keep_images:
+        return BatchItem(index, path, result, image=image, data=data)
+    return BatchItem(index, path, result)
 
 
 def inspect_files(

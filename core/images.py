@@ -400,14 +400,28 @@ def decode_image(data: bytes, path: str | None = None) -> np.ndarray:
     return _limit_side(to_rgb8(decoded, order=order))
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read and decode an image file to RGB uint8 HxWx3 (EXIF orientation is ignored)."""
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """The file's bytes (not checked yet: :func:`decode_image` does that); ImageError
+    ("not_found" / "unreadable") when it cannot be read."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except (OSError, ValueError) as exc:
         raise _os_error(exc, path) from exc
-    return decode_image(data, os.fspath(path))
+
+
+_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "bmp": ".bmp", "tiff": ".tif", "webp": ".webp", "pnm": ".pnm"}
+
+
+def image_extension(data: bytes) -> str:
+    """The file extension for image bytes, from their content (".png", ".jpg", ...); ".bin" when
+    the content is not an accepted image format."""
+    return _EXTENSIONS.get(_sniff(bytes(data[:64])) or "", ".bin")
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read and decode an image file to RGB uint8 HxWx3 (EXIF orientation is ignored)."""
+    return decode_image(read_image_file(path), os.fspath(path))
 
 
 def list_images(paths: Iterable[str | os.PathLike], recursive: bool = True) -> list[Path]:

@@ -62,7 +62,7 @@ def make_row(context: StationContext, item: BatchItem, recipe, stamp: str, mode:
     image_path, heatmap = item.path, ""
     if _keep_artifacts(decision, context.settings):
         stem = f"batch_{stamp}_{item.index:05d}_{Path(item.path).stem[:40]}"
-        image_path, heatmap = context.save_artifacts(r, item.image, stem=stem)
+        image_path, heatmap = context.save_artifacts(r, item.image, stem=stem, original=item.data)
     iid = context.store.add_inspection(r, image_path=image_path, heatmap_path=heatmap or None, mode=mode)
     thumb = thumbnail_png(item.image, r.maps.get("patchcore"), THUMB_SIDE, r.region, decision)
     return ResultRow(

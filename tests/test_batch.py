@@ -67,3 +67,14 @@ def test_batch_maps_at_the_working_size_unless_full_maps_are_asked_for(tmp_path,
     assert item.inspection.verdict == full.inspection.verdict and item.inspection.region == full.inspection.region
     (none,) = inspect_files(ins, [p], with_maps=False)
     assert dict(none.inspection.maps) == {} and none.inspection.verdict == item.inspection.verdict
+
+
+def test_kept_images_come_with_the_file_bytes(tmp_path, tiny_recipe):
+    gen = PartGenerator("bracket", (128, 128), seed=10)
+    p = tmp_path / "part.png"
+    save_image_atomic(p, gen.good(1).image)
+    ins = batch_inspector(tiny_recipe)
+    (kept,) = inspect_files(ins, [p], keep_images=True)
+    assert kept.data == p.read_bytes() and kept.image.shape == (128, 128, 3)
+    (lean,) = inspect_files(ins, [p])
+    assert lean.data is None and lean.image is None

@@ -161,3 +161,29 @@ def test_empty_arrays_are_refused_with_a_clear_error(inspector):
     for arr in (np.zeros((0, 0, 3), np.uint8), np.zeros((1, 5, 3), np.uint8)):
         with pytest.raises(ImageError, match="empty or too small"):
             inspector.inspect(arr)
+
+
+def test_overlay_blends_only_where_the_map_is_hot():
+    import cv2
+
+    from core import overlay
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    grid = np.zeros((12, 16), np.float32)
+    grid[3:6, 4:8] = 2.5
+    amap = cv2.resize(grid, (160, 120), interpolation=cv2.INTER_LINEAR)
+    out = overlay.blend(image, amap)
+    rgb, alpha = overlay.colorize(amap)  # the float formula, for reference
+    want = image * (1.0 - alpha[:, :, None]) + rgb * alpha[:, :, None]
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert np.abs(out - want).max() <= 1.0  # rounding only
+    cold = amap <= overlay.OVERLAY_FLOOR
+    assert np.array_equal(out[cold], image[cold]) and not np.array_equal(out[~cold], image[~cold])
+    # a smaller map covering the same image gives the same picture, give or take interpolation
+    small = overlay.blend(image, cv2.resize(amap, (80, 60), interpolation=cv2.INTER_AREA))
+    assert np.mean(np.abs(small.astype(int) - out)) < 2.0
+    # nothing hot: the part as it is, not the same buffer; the region box in the verdict's colour
+    calm = overlay.blend(image, np.zeros((120, 160), np.float32), (10, 20, 30, 40), "PASS")
+    assert calm is not image and np.array_equal(calm[70:, 60:], image[70:, 60:])
+    assert calm[20, 25].tolist() == [40, 170, 60]

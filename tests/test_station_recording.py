@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,37 @@ def test_review_parts_keep_image_heatmap_and_maps_with_their_row(context):
     assert Path(row["heatmap_path"]).is_file()
     assert set(load_maps(out.image_path)) == {"patchcore", "autoencoder"}
     assert [r["id"] for r in context.store.pending_reviews()] == [out.inspection_id]
+
+
+def test_artifacts_keep_the_original_file_bytes_when_given(context):
+    import cv2
+
+    from core.images import decode_image, load_image
+
+    image = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    jpeg = cv2.imencode(".jpg", image[:, :, ::-1])[1].tobytes()
+    insp = make_inspection("FAIL", shape=(24, 32))
+    kept, heat = context.save_artifacts(insp, decode_image(jpeg), stem="from_file", original=jpeg)
+    assert kept.endswith("from_file.jpg") and Path(kept).read_bytes() == jpeg  # as it came, not re-encoded
+    assert Path(heat).is_file() and set(load_maps(kept)) == {"patchcore", "autoencoder"}
+    made, _ = context.save_artifacts(insp, image, stem="from_camera")
+    assert made.endswith("from_camera.png") and np.array_equal(load_image(made), image)
+
+
+def test_kept_maps_are_small_float16_and_cover_the_image(context):
+    import cv2
+
+    from station.context import KEPT_MAP_SIDE, kept_map
+
+    grid = np.zeros((8, 12), np.float32)
+    grid[2:4, 6:8] = 3.0
+    big = cv2.resize(grid, (900, 600), interpolation=cv2.INTER_LINEAR)
+    small = kept_map(big)
+    assert small.dtype == np.float16 and small.shape == (171, KEPT_MAP_SIDE)
+    back = cv2.resize(small.astype(np.float32), (900, 600), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(back - big).max() < 0.1 * big.max()  # the same heatmap, where it was
+    tiny = np.ones((32, 32), np.float32)
+    assert kept_map(tiny).shape == (32, 32)  # never enlarged
 
 
 def test_fail_images_follow_queue_fails_and_pass_images_are_not_kept(context):
@@ -98,13 +130,17 @@ def test_main_starts_logs_and_stops_cleanly(tmp_path, monkeypatch, qapp):
     monkeypatch.delenv("STATION_CONFIG_DIR", raising=False)
     windows = []
 
-    def close_soon():
+    started = time.monotonic()
+
+    def close_when_a_frame_was_shown():  # or after 30 s: the asserts below then say what is missing
         for w in QApplication.topLevelWidgets():
-            if isinstance(w, MainWindow):
+            if isinstance(w, MainWindow) and (w.live_view.frames_shown > 0 or time.monotonic() - started > 30):
                 windows.append(w)
                 w.close()
+                return
+        QTimer.singleShot(100, close_when_a_frame_was_shown)
 
-    QTimer.singleShot(1500, close_soon)
+    QTimer.singleShot(100, close_when_a_frame_was_shown)
     root_handlers = list(logging.getLogger().handlers)
     sheet = qapp.styleSheet()
     try:
