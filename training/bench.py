@@ -8,7 +8,8 @@ Every measurement runs in its own process (so peak memory belongs to that step a
 * calibration: 209 good PNGs on disk -> a saved, calibrated recipe (wall time, stages, peak RSS);
 * latency: decoded image -> verdict with its anomaly maps, p50 / p95 after warm-up, for the fast
   path (ONNX Runtime) and the torch-eager path side by side in the same process;
-* throughput: the test and train folders read from disk as a batch (PNG decoding included);
+* throughput: the test and train folders read from disk as a batch (PNG decoding included), by
+  the engine and by the station's batch job (store rows, thumbnails, kept evidence);
 * memory: peak RSS of a process that only loads the recipe and inspects;
 * accuracy: image / pixel AUROC, PRO and verdict quality on the bottle test set;
 * ablations: nearest-neighbour search (NumPy chunked BLAS, torch, faiss when installed), coreset
@@ -124,6 +125,37 @@ def w_inspect_only(dataset: str, recipe: str) -> dict:
             "cpu_ms_per_part": round(float(np.median(cpu)), 1), "batch_files": n, "workers": THREADS,
             "png_decoder": images.png_decoder(), "decode_ms": decode,
             "map_side": max(ins.recipe.working_shape), "peak_rss_mb": _peak_rss_mb(), "backend": ins.backend}
+
+
+def w_station_batch(dataset: str, recipe: str) -> dict:
+    """The station's own folder batch (station.batch_results.batch_job, no window): what an
+    operator waits for, with the store rows, thumbnails and the kept evidence of FAIL/REVIEW
+    parts (default settings), recipe loading included."""
+    import shutil
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QCoreApplication
+
+    app = QCoreApplication.instance() or QCoreApplication([])  # noqa: F841 - signals need one
+    from station.batch_results import RowChannel, batch_job
+    from station.context import StationContext
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = StationContext(data_dir=Path(tmp) / "data", config_dir=Path(tmp) / "config")
+        shutil.copytree(recipe, Path(ctx.recipes_root) / "bottle" / Path(recipe).name)
+        version = int(Path(recipe).name.lstrip("v"))
+        for name, folder in (("good", Path(dataset) / "train" / "good"), ("test", Path(dataset) / "test")):
+            channel, rows = RowChannel(), []
+            channel.rows_ready.connect(rows.extend)
+            t0 = time.perf_counter()
+            summary = batch_job(ctx, "bottle", version, str(folder), True, channel)(lambda *a: None, lambda: False)
+            seconds = time.perf_counter() - t0
+            kept = sum(1 for r in rows if r.image_path and r.image_path != r.path)
+            out[name] = {"files": summary["done"], "seconds": round(seconds, 2),
+                         "files_per_second": round(summary["done"] / seconds, 1), "kept": kept}
+        ctx.close()
+    return out
 
 
 def w_accuracy(dataset: str, recipe: str) -> dict:
@@ -267,6 +299,7 @@ def w_ablations(dataset: str, recipe: str) -> dict:
 
 
 WORKERS = {"calibrate": w_calibrate, "latency": w_latency, "inspect_only": w_inspect_only,
+           "station_batch": w_station_batch,
            "accuracy": w_accuracy, "ablations": w_ablations}
 
 
@@ -345,6 +378,11 @@ def render(r: dict, command: str) -> str:
         f"together). PNG decoding alone, one core, ms per 900x900 file: {thr['png_decoder']} {thr['decode_ms']['fast']}, "
         f"OpenCV {thr['decode_ms']['opencv']}.",
         "",
+        "The station's own batch (the same engine, plus the store rows, thumbnails and the kept evidence of "
+        "FAIL/REVIEW parts; recipe loading included): "
+        + "; ".join(f"{k} folder {v['files']} files in {v['seconds']} s = {v['files_per_second']} files/s "
+                    f"({v['kept']} parts kept)" for k, v in r.get("station_batch", {}).items()) + ".",
+        "",
         "Latency by stage, median ms (ONNX Runtime / torch): "
         + ", ".join(f"{k} {on['stages_ms'].get(k, '-')} / {te['stages_ms'].get(k, '-')}" for k in on["stages_ms"]),
         "",
@@ -421,6 +459,7 @@ def main(argv=None) -> int:
         recipe = results["calibrate"]["recipe"]
         results["latency"] = _run_worker("latency", dataset, recipe, a.n)
         results["inspect_only"] = _run_worker("inspect_only", dataset, recipe)
+        results["station_batch"] = _run_worker("station_batch", dataset, recipe)
         results["accuracy"] = _run_worker("accuracy", dataset, recipe)
         if not a.no_ablations:
             results["ablations"] = _run_worker("ablations", dataset, recipe)
