@@ -381,7 +381,7 @@ def render(r: dict, command: str) -> str:
         "The station's own batch (the same engine, plus the store rows, thumbnails and the kept evidence of "
         "FAIL/REVIEW parts; recipe loading included): "
         + "; ".join(f"{k} folder {v['files']} files in {v['seconds']} s = {v['files_per_second']} files/s "
-                    f"({v['kept']} parts kept)" for k, v in r.get("station_batch", {}).items()) + ".",
+                    f"({v['kept']} kept)" for k, v in r.get("station_batch", {}).items()) + ".",
         "",
         "Latency by stage, median ms (ONNX Runtime / torch): "
         + ", ".join(f"{k} {on['stages_ms'].get(k, '-')} / {te['stages_ms'].get(k, '-')}" for k in on["stages_ms"]),
