@@ -10,6 +10,8 @@ set, and exits 0 only when all of this worked:
    and a map each) and a heatmap overlay, N times in continuous mode;
 4. one triggered inspection is recorded: its row is in the temporary results store (read back
    after the store is closed) with its image and heatmap files;
+4b. PNG files (8- and 16-bit) decode to the right pixels with libpng through imagecodecs (the
+   fast decoder; a build that lost it would quietly fall back to OpenCV);
 5. the training path works: a small recipe with labelled defects (all three models) is trained
    with torch, exported to ONNX, saved, loaded back and inspects a good and a defective part on
    ONNX Runtime (when step 2 trained the demo recipe, this still adds the classifier path);
