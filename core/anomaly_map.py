@@ -36,7 +36,6 @@ def map_shape(image_shape_hw: tuple[int, int], max_side: int | None) -> tuple[in
 
 def to_image(
     smooth: np.ndarray,
-    roi_shape_hw: tuple[int, int],
     image_shape_hw: tuple[int, int],
     roi_xywh: tuple[int, int, int, int] | None,
     out_shape_hw: tuple[int, int] | None = None,
@@ -49,14 +48,6 @@ def to_image(
     """
     ih, iw = (int(v) for v in image_shape_hw)
     oh, ow = (ih, iw) if out_shape_hw is None else (int(out_shape_hw[0]), int(out_shape_hw[1]))
-    if (oh, ow) == (ih, iw):
-        roi_map = upsample(smooth, roi_shape_hw)
-        if roi_xywh is None or tuple(roi_shape_hw) == (ih, iw):
-            return roi_map
-        x, y, w, h = roi_xywh
-        full = np.zeros((ih, iw), dtype=np.float32)
-        full[y : y + h, x : x + w] = roi_map
-        return full
     if roi_xywh is None:
         return upsample(smooth, (oh, ow))
     sx, sy = ow / float(iw), oh / float(ih)

@@ -59,11 +59,7 @@ def _one(inspector: Inspector, index: int, path: str, keep_images: bool, with_ma
     except Exception as exc:  # noqa: BLE001 - a batch must go on whatever one file does
         return BatchItem(index, path, None, f"Unexpected error while reading: {exc}", "unreadable")
     try:
-        if map_side is None:
-            result = inspector.inspect(image, source=path, frame_id=index, with_maps=with_maps)
-        else:
-            result = inspector.inspect(image, source=path, frame_id=index, with_maps=with_maps,
-                                       map_side=map_side)
+        result = inspector.inspect(image, source=path, frame_id=index, with_maps=with_maps, map_side=map_side)
     except Exception as exc:  # noqa: BLE001
         return BatchItem(index, path, None, f"Inspection failed: {exc}", "inspection_failed")
     if keep_images:
@@ -94,8 +90,7 @@ def inspect_files(
     paths = [str(p) for p in paths]
     workers = max(1, int(workers or min(4, os.cpu_count() or 1)))
     lookahead = max(workers, int(lookahead or 2 * workers))
-    recipe = getattr(inspector, "recipe", None)
-    map_side = None if full_maps or recipe is None else max(recipe.working_shape)
+    map_side = None if full_maps else max(inspector.recipe.working_shape)
     pending: deque = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batch") as pool:
         nxt = 0

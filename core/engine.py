@@ -238,7 +238,7 @@ class Inspector:
             for name, grid in grids.items():
                 smooth = anomaly_map.smooth_grid(grid, FEATURE_STRIDE)
                 smooth *= np.float32(1.0 / self.thresholds[name].value)
-                maps[name] = anomaly_map.to_image(smooth, geo.roi_hw, geo.image_hw, roi, out_hw)
+                maps[name] = anomaly_map.to_image(smooth, geo.image_hw, roi, out_hw)
                 if name == "patchcore":
                     region = anomaly_map.region_in_image(
                         smooth, geo.working_hw, geo.roi, self.thresholds["patchcore"].band[0]

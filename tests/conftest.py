@@ -92,3 +92,13 @@ def no_qthread_left_running(request):
     del _started_threads[:]
     if running:
         pytest.fail(f"test left QThread(s) running: {running}")
+
+
+@pytest.fixture
+def ctx(tmp_path, monkeypatch):
+    """An empty StationContext in temporary folders (test files that need recipes override it)."""
+    from workflow_helpers import make_context
+
+    c = make_context(tmp_path, monkeypatch)
+    yield c
+    c.close()

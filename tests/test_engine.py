@@ -129,10 +129,10 @@ def test_map_to_image_places_a_scaled_roi():
 
     grid = np.ones((8, 8), np.float32)
     roi = (90, 30, 600, 300)  # x, y, w, h in a 900 x 450 image
-    full = anomaly_map.to_image(grid, (300, 600), (450, 900), roi)
+    full = anomaly_map.to_image(grid, (450, 900), roi)
     out_hw = anomaly_map.map_shape((450, 900), 300)
     assert out_hw == (150, 300)
-    small = anomaly_map.to_image(grid, (300, 600), (450, 900), roi, out_hw)
+    small = anomaly_map.to_image(grid, (450, 900), roi, out_hw)
     assert small.shape == (150, 300)
     ys, xs = np.nonzero(small)
     assert (xs.min(), xs.max() + 1, ys.min(), ys.max() + 1) == (30, 230, 10, 110)  # the ROI / 3

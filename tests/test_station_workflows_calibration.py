@@ -11,7 +11,6 @@ from PySide6.QtWidgets import QWizard  # noqa: E402
 from core.demo import PartGenerator  # noqa: E402
 from core.images import save_image_atomic  # noqa: E402
 from core.trainer import TrainConfig  # noqa: E402
-from workflow_helpers import make_context  # noqa: E402
 
 CONFIG = TrainConfig(size=128, min_good=10, ae_folds=2)
 
@@ -23,13 +22,6 @@ def fast_training(monkeypatch):
 
     monkeypatch.setattr(fitting, "AE_MIN_STEPS", 4)
     monkeypatch.setattr(fitting, "AE_MAX_STEPS", 4)
-
-
-@pytest.fixture
-def ctx(tmp_path, monkeypatch):
-    c = make_context(tmp_path, monkeypatch)
-    yield c
-    c.close()
 
 
 @pytest.fixture

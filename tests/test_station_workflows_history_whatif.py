@@ -9,16 +9,9 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QDate  # noqa: E402
 
-from workflow_helpers import FAIL_RAW, PASS_RAW, REVIEW_RAW, THRESHOLDS, inspection_from_raw, make_context  # noqa: E402
+from workflow_helpers import FAIL_RAW, PASS_RAW, REVIEW_RAW, THRESHOLDS, inspection_from_raw  # noqa: E402
 
 DAY = dt.datetime(2024, 5, 2, 12, 0, tzinfo=dt.timezone.utc)
-
-
-@pytest.fixture
-def ctx(tmp_path, monkeypatch):
-    c = make_context(tmp_path, monkeypatch)
-    yield c
-    c.close()
 
 
 def fill_history(ctx):

@@ -9,14 +9,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import Qt  # noqa: E402
 
-from workflow_helpers import FAIL_RAW, PASS_RAW, REVIEW_RAW, add_part, inspection_from_raw, make_context  # noqa: E402
-
-
-@pytest.fixture
-def ctx(tmp_path, monkeypatch):
-    c = make_context(tmp_path, monkeypatch)
-    yield c
-    c.close()
+from workflow_helpers import FAIL_RAW, PASS_RAW, REVIEW_RAW, add_part, inspection_from_raw  # noqa: E402
 
 
 @pytest.fixture
