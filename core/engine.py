@@ -22,8 +22,9 @@ from .backbone import FEATURE_STRIDE, load_extractor, weights_digest
 from .calibration import Threshold
 from .fusion import fuse, model_score
 from .images import ImageError, to_rgb8
-from .networks import DefectClassifier, Embedder, FeatureAutoencoder, PatchCoreDistances, Scorer
-from .patchcore import PatchCore
+from .gaussian import GaussianDistances, GaussianModel
+from .networks import DefectClassifier, Embedder, PatchCoreDistances, Scorer
+from .patchcore import PatchCore, position_channels
 from .projection import Projection
 from .recipe import Recipe, RecipeError
 from .types import Inspection, frozen_mapping
@@ -31,7 +32,7 @@ from .types import Inspection, frozen_mapping
 log = logging.getLogger(__name__)
 
 FEATURE_TOLERANCE = 2e-3  # max error relative to the feature magnitude, ONNX vs torch
-OUTPUT_TOLERANCE = 1e-2  # autoencoder error map and classifier outputs
+OUTPUT_TOLERANCE = 1e-2  # Gaussian distances and classifier outputs
 UNFAMILIAR_MARGIN = 1.75  # x the upper band of the held-out good parts' median patch distance
 
 
@@ -41,27 +42,33 @@ class RecipeModels:
 
     projection: Projection
     patchcore: PatchCore
-    autoencoder: FeatureAutoencoder
+    gaussian: GaussianModel
     classifier: DefectClassifier | None
-    scorer: Scorer  # PatchCore distances + autoencoder (+ classifier) as one torch module
+    scorer: Scorer  # PatchCore distances + Gaussian distances (+ classifier) as one torch module
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> "RecipeModels":
         t = recipe.tensors
         try:
             projection = Projection(t["projection.mean"], t["projection.components"], t["projection.variances"])
-            patchcore = PatchCore(t["patchcore.memory"], t["patchcore.source"])
-            ae = FeatureAutoencoder(**recipe.manifest["models"]["autoencoder"])
-            ae.load_state_dict(_prefixed(t, "autoencoder."))
+            pc_info = recipe.manifest["models"]["patchcore"]
+            patchcore = PatchCore(t["patchcore.memory"], t["patchcore.source"], float(pc_info.get("position_weight", 0.0)))
+            g = recipe.manifest["models"]["gaussian"]
+            gaussian = GaussianModel(np.asarray(t["gaussian.mean"], np.float32), np.asarray(t["gaussian.whiten"], np.float32),
+                                     tuple(int(v) for v in g["grid"]), int(g["block"]))
             clf = None
             if "classifier" in recipe.manifest["models"]:
                 clf = DefectClassifier(**recipe.manifest["models"]["classifier"])
                 clf.load_state_dict(_prefixed(t, "classifier."))
-        except (KeyError, RuntimeError, TypeError) as exc:
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise RecipeError(f"The recipe {recipe.label} is incomplete or damaged ({exc}).") from exc
-        ae, clf = ae.eval(), (clf.eval() if clf else None)
-        scorer = Scorer(PatchCoreDistances(patchcore.memory), ae, clf).eval()
-        return cls(projection, patchcore, ae, clf, scorer)
+        clf = clf.eval() if clf else None
+        position = None
+        if patchcore.position_weight > 0:
+            h, w = recipe.working_shape
+            position = position_channels(h // FEATURE_STRIDE, w // FEATURE_STRIDE, patchcore.position_weight)
+        scorer = Scorer(PatchCoreDistances(patchcore.memory, position), GaussianDistances(gaussian), clf).eval()
+        return cls(projection, patchcore, gaussian, clf, scorer)
 
 
 def _prefixed(tensors: dict, prefix: str) -> dict:
@@ -78,14 +85,15 @@ class Inspector:
         self.recipe = recipe
         self.models = RecipeModels.from_recipe(recipe)
         self.thresholds: dict[str, Threshold] = {m: recipe.threshold(m) for m in recipe.models}
+        self.fusion = recipe.fusion
+        self.framing = recipe.framing
         checks = recipe.manifest.get("checks", {})
         self.unfamiliar = Threshold.from_dict(checks["unfamiliar"]) if "unfamiliar" in checks else None
         self.threads = threads
         self.fallback_reason: str | None = None
         self._embedder: Embedder | None = None
         self._ort: dict[str, onnx_runtime.OrtModel] = {}
-        ref = recipe.reference_size
-        self._reference_aspect = (ref[0] / ref[1]) if ref else None
+        self._reference_aspect = self.framing.reference_aspect
         self._mask_cache: dict[tuple[int, int], np.ndarray | None] = {}
 
         want_onnx = backend in ("auto", "onnx")
@@ -97,16 +105,13 @@ class Inspector:
             cv2.setNumThreads(1)
         if want_onnx and not onnx_runtime.available():
             self.fallback_reason = "ONNX Runtime is not installed"
-        elif want_onnx and "embedder" not in recipe.onnx:
-            self.fallback_reason = "the recipe holds no ONNX graphs"
         elif want_onnx:
             try:
-                if "scorer" not in recipe.onnx:
-                    raise RuntimeError("the scorer graph is missing")
+                graphs = self._graphs()
                 # the embedder alone serves checks and feature extraction: it never spins
-                self._ort["embedder"] = onnx_runtime.OrtModel(recipe.onnx["embedder"], threads, spin=False)
+                self._ort["embedder"] = onnx_runtime.OrtModel(graphs["embedder"], threads, spin=False)
                 self._ort["inspect"] = onnx_runtime.OrtModel(
-                    onnx_runtime.chain(recipe.onnx["embedder"], recipe.onnx["scorer"]), threads, spin=spin
+                    onnx_runtime.chain(graphs["embedder"], graphs["scorer"]), threads, spin=spin
                 )
                 if verify:
                     self._verify()
@@ -124,6 +129,21 @@ class Inspector:
             self.torch_embedder()
 
     # -- models --------------------------------------------------------------------------
+    def _graphs(self) -> dict[str, bytes]:
+        """The inference graphs: the recipe's own if it carries them, else built from its tensors
+        (the backbone graph comes from the user's cache; the scorer is exported in about a second).
+        Either way they are checked against the torch modules before use (``_verify``)."""
+        if "embedder" in self.recipe.onnx and "scorer" in self.recipe.onnx:
+            return {"embedder": self.recipe.onnx["embedder"], "scorer": self.recipe.onnx["scorer"]}
+        proj = self.models.projection
+        embedder = onnx_runtime.append_projection(
+            onnx_runtime.raw_extractor_graph(self.recipe.backbone), proj.mean, proj.components)
+        h, w = self.recipe.working_shape
+        example = torch.zeros(1, proj.dim, h // FEATURE_STRIDE, w // FEATURE_STRIDE)
+        scorer = self.models.scorer
+        return {"embedder": embedder,
+                "scorer": onnx_runtime.export(scorer, example, scorer.output_names, spatial=scorer.any_size)}
+
     def torch_embedder(self) -> Embedder:
         if self._embedder is None:
             name = self.recipe.backbone
@@ -138,7 +158,7 @@ class Inspector:
 
     def _verify(self) -> None:
         """Compare every ONNX graph with its torch module on a fixed input."""
-        h, w = self.recipe.working_shape
+        h, w = self.recipe.working_shape  # free framing: the reference image's working size
         rng = np.random.default_rng(0)
         img = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 2.0)
         x = preprocess.to_tensor(img)
@@ -164,13 +184,15 @@ class Inspector:
             return self.torch_embedder()(torch.from_numpy(x)).numpy()
 
     def run_models(self, x: np.ndarray) -> list[np.ndarray]:
-        """(1, 3, H, W) image -> [PatchCore distances, autoencoder error (1, 1, h, w)(, probability, CAM)]."""
+        """(1, 3, H, W) image -> [PatchCore distances, Gaussian distances (1, 1, h, w)(, probability, CAM)]."""
         if self._ort:
             return self._ort["inspect"](x)
         with torch.no_grad():
             return [t.numpy() for t in self.models.scorer(self.torch_embedder()(torch.from_numpy(x)))]
 
     def _ignore(self, geo: preprocess.Geometry) -> np.ndarray | None:
+        if not self.framing.fixed or not self.recipe.ignore_zones:
+            return None
         key = geo.image_hw
         if key not in self._mask_cache:
             self._mask_cache[key] = preprocess.ignore_mask(
@@ -192,17 +214,18 @@ class Inspector:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             image = to_rgb8(image, order="rgb")
         timings: dict[str, float] = {}
-        geo = preprocess.geometry(image.shape[:2], self.recipe.working_shape, self.recipe.roi, self.recipe.reference_size)
+        geo = self.framing.geometry(image.shape[:2])
         working = preprocess.crop_resize(image, geo)
-        x = preprocess.to_tensor(working)
+        notes = preprocess.framing_problems(geo.image_hw, working, self._reference_aspect)
+        x = preprocess.to_tensor(self.framing.model_input(working))
         t1 = time.perf_counter()
         timings["preprocess"] = (t1 - t0) * 1e3
 
-        outs = self.run_models(x)  # embedder + PatchCore + autoencoder (+ classifier)
+        outs = self.run_models(x)  # embedder + PatchCore + Gaussian (+ classifier)
         t3 = time.perf_counter()
         timings["models"] = (t3 - t1) * 1e3
         ignore = self._ignore(geo)
-        grids: dict[str, np.ndarray] = {"patchcore": outs[0][0, 0], "autoencoder": outs[1][0, 0]}
+        grids: dict[str, np.ndarray] = {"patchcore": outs[0][0, 0], "gaussian": outs[1][0, 0]}
         if self.models.classifier is not None:
             prob, cam = float(outs[2][0]), outs[3][0, 0]
             peak = float(cam.max())
@@ -210,13 +233,16 @@ class Inspector:
         if ignore is not None:
             for g in grids.values():
                 g[ignore] = 0.0
-        raw = {name: float(g.max()) for name, g in grids.items()}
+        pc = grids["patchcore"]
+        smooth = {name: anomaly_map.smooth_grid(g, FEATURE_STRIDE) for name, g in grids.items()}
+        if ignore is not None:  # smoothing must not carry a neighbour's score into an ignore zone
+            for g in smooth.values():
+                g[ignore] = 0.0
+        raw = {name: anomaly_map.image_score(g, ignore) for name, g in smooth.items()}
         if "classifier" in grids:
             raw["classifier"] = prob
-        pc = grids["patchcore"]
 
         scores = [model_score(m, raw[m], self.thresholds[m]) for m in self.recipe.models]
-        notes = preprocess.framing_problems(geo.image_hw, working, self._reference_aspect)
         if self.unfamiliar is not None:
             # A defect changes a region; a wrong product, pose or lighting changes the typical patch.
             typical = float(np.median(pc if ignore is None else pc[~ignore]))
@@ -226,7 +252,7 @@ class Inspector:
                     f"(its typical area differs {typical / self.unfamiliar.value:.1f}x as much as usual): "
                     "wrong product, position or lighting?"
                 )
-        verdict = fuse(scores, notes)
+        verdict = fuse(scores, self.fusion, notes)
         t5 = time.perf_counter()
         timings["fuse"] = (t5 - t3) * 1e3
 
@@ -235,13 +261,12 @@ class Inspector:
         if with_maps:
             roi = geo.roi if not geo.full_frame else None
             out_hw = anomaly_map.map_shape(geo.image_hw, map_side)
-            for name, grid in grids.items():
-                smooth = anomaly_map.smooth_grid(grid, FEATURE_STRIDE)
-                smooth *= np.float32(1.0 / self.thresholds[name].value)
-                maps[name] = anomaly_map.to_image(smooth, geo.image_hw, roi, out_hw)
+            for name, sm in smooth.items():
+                sm = sm * np.float32(1.0 / self.thresholds[name].value)
+                maps[name] = anomaly_map.to_image(sm, geo.image_hw, roi, out_hw)
                 if name == "patchcore":
                     region = anomaly_map.region_in_image(
-                        smooth, geo.working_hw, geo.roi, self.thresholds["patchcore"].band[0]
+                        sm, geo.working_hw, geo.roi, self.thresholds["patchcore"].band[0]
                     )
         t6 = time.perf_counter()
         timings["maps"] = (t6 - t5) * 1e3

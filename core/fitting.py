@@ -1,7 +1,6 @@
-"""Gradient training loops for the two learned heads, on precomputed feature maps (CPU-sized)."""
+"""Gradient training of the defect classifier head, on precomputed feature maps (CPU-sized)."""
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np
@@ -9,74 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from .coreset import Cancelled
-from .networks import DefectClassifier, FeatureAutoencoder
-
-AE_BATCH = 32
-AE_EPOCHS = 10
-AE_MIN_STEPS = 60
-AE_MAX_STEPS = 120
-AE_LR = 4e-3
-AE_CROP = 16  # train on random 16x16-cell crops: 4x cheaper steps at 256 px, same accuracy (bottle)
-
+from .networks import DefectClassifier
 
 def _check(cancel: Callable[[], bool] | None) -> None:
     if cancel is not None and cancel():
         raise Cancelled()
-
-
-def ae_steps(n_images: int) -> int:
-    """Optimiser steps: about ten epochs, at least enough for small sets, capped for time."""
-    return int(min(AE_MAX_STEPS, max(AE_MIN_STEPS, math.ceil(AE_EPOCHS * n_images / AE_BATCH))))
-
-
-def train_autoencoder(
-    feats: np.ndarray,
-    variances: np.ndarray,
-    *,
-    seed: int = 0,
-    steps: int | None = None,
-    crop: int = AE_CROP,
-    cancel: Callable[[], bool] | None = None,
-    progress: Callable[[float], None] | None = None,
-) -> FeatureAutoencoder:
-    """Fit the feature autoencoder on good feature maps (N, D, h, w).
-
-    The network is fully convolutional, so it trains on random crops of the maps (aligned to its
-    4-cell stride) and runs on whole maps at inference.
-    """
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    n, d, h, w = feats.shape
-    ch, cw = min(crop, h) // 4 * 4, min(crop, w) // 4 * 4
-    model = FeatureAutoencoder(channels=d)
-    with torch.no_grad():
-        model.scale.copy_(torch.from_numpy(1.0 / np.sqrt(np.asarray(variances, dtype=np.float32))))
-    data = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
-    steps = steps or ae_steps(n)
-    opt = torch.optim.AdamW(model.parameters(), lr=AE_LR, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, AE_LR, total_steps=steps)
-    model.train()
-    order = rng.permutation(n)
-    pos = 0
-    for step in range(steps):
-        if pos + AE_BATCH > n:
-            order, pos = rng.permutation(n), 0
-        idx = order[pos : pos + AE_BATCH]
-        pos += AE_BATCH
-        oy = int(rng.integers(0, (h - ch) // 4 + 1)) * 4
-        ox = int(rng.integers(0, (w - cw) // 4 + 1)) * 4
-        z = model.whiten(data[idx, :, oy : oy + ch, ox : ox + cw])
-        loss = F.mse_loss(model.reconstruct(z), z)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 5 == 0:
-            _check(cancel)
-            if progress:
-                progress(step / steps)
-    model.eval()
-    return model
 
 
 def train_classifier(

@@ -1,20 +1,16 @@
-"""The trainable and exportable torch modules: embedder, feature autoencoder, defect classifier.
+"""The exportable torch modules: embedder, PatchCore distances, defect classifier, scorer.
 
-All three are plain ``nn.Module`` objects whose state is a flat dict of tensors (saved with
-safetensors in the recipe) and whose ``forward`` is exactly what the ONNX graphs compute.
+All are plain ``nn.Module`` objects whose state is a flat dict of tensors (saved with safetensors
+in the recipe) and whose ``forward`` is exactly what the ONNX graphs compute.
 
 * ``Embedder``: frozen backbone patch features followed by the recipe's PCA as a 1x1 convolution.
-* ``FeatureAutoencoder``: a convolutional autoencoder trained on good parts to reconstruct the
-  (whitened) patch-feature map through a spatial bottleneck; its per-position reconstruction error
-  is the second, independent opinion (a parametric reconstruction model, where PatchCore is a
-  non-parametric nearest-neighbour one). Reconstructing features instead of pixels is what makes it
-  usable: pixel autoencoders reach only ~0.87 pixel AUROC on MVTec AD; this one reached 0.989 on
-  bottle in our measurements.
+* ``PatchCoreDistances``: nearest-neighbour distance of every patch to the memory bank.
+* ``core.gaussian.GaussianDistances`` (the second opinion) lives with its fitting code.
 * ``DefectClassifier``: a small head on the frozen features, trained only when labelled defects
   exist, with Grad-CAM computed in closed form inside ``forward`` (so ONNX gives it too).
-* ``Scorer``: PatchCore's nearest-neighbour distances, the autoencoder and the classifier in one
-  module, so inference after the embedder is a single ONNX Runtime call on one thread pool
-  (no hand-off to NumPy's BLAS threads between the models).
+* ``Scorer``: PatchCore, the Gaussian model and the classifier in one module, so inference after
+  the embedder is a single ONNX Runtime call on one thread pool (no hand-off to NumPy's BLAS
+  threads between the models).
 """
 from __future__ import annotations
 
@@ -55,38 +51,6 @@ class Embedder(nn.Module):
         f4, t8, t16 = self.extractor.taps(x)
         p4, p8, p16 = self.parts
         return p4(f4) + aggregate(p8(t8)) + upsample2x(aggregate(p16(t16))) + self.bias
-
-
-class FeatureAutoencoder(nn.Module):
-    """Reconstructs whitened feature maps through an 8x8-cell bottleneck (h, w multiples of 4)."""
-
-    def __init__(self, channels: int = 128, width: int = 32, bottleneck: int = 32):
-        super().__init__()
-        self.hparams = {"channels": channels, "width": width, "bottleneck": bottleneck}
-        self.register_buffer("scale", torch.ones(channels))
-        self.encoder = nn.Sequential(
-            nn.Conv2d(channels, width, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, 2, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(width, bottleneck, 3, 2, 1), nn.ReLU(inplace=True),
-        )
-        self.decoder = nn.Sequential(
-            nn.Upsample(scale_factor=2.0, mode="bilinear", align_corners=False),
-            nn.Conv2d(bottleneck, width, 3, 1, 1), nn.ReLU(inplace=True),
-            nn.Upsample(scale_factor=2.0, mode="bilinear", align_corners=False),
-            nn.Conv2d(width, width, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(width, channels, 1),
-        )
-
-    def whiten(self, feats: torch.Tensor) -> torch.Tensor:
-        return feats * self.scale[None, :, None, None]
-
-    def reconstruct(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(z))
-
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        """(B, D, h, w) projected features -> (B, 1, h, w) squared reconstruction error."""
-        z = self.whiten(feats)
-        return ((self.reconstruct(z) - z) ** 2).sum(dim=1, keepdim=True)
 
 
 class DefectClassifier(nn.Module):
@@ -139,15 +103,22 @@ class PatchCoreDistances(nn.Module):
     ``|q - m|^2 - |q|^2``; the row minimum plus ``|q|^2`` is the squared distance.
     """
 
-    def __init__(self, memory: np.ndarray):
+    def __init__(self, memory: np.ndarray, position: np.ndarray | None = None):
+        """``position``: (2, h, w) channels appended to the features (``patchcore.position_channels``)
+        when the bank holds position columns; it fixes the grid size."""
         super().__init__()
         m = torch.from_numpy(np.ascontiguousarray(memory, dtype=np.float32))
         bank = torch.cat([-2.0 * m, (m * m).sum(1, keepdim=True)], dim=1).T.contiguous()
         self.register_buffer("bank", bank)  # (D + 1, M)
+        self.positional = position is not None
+        if position is not None:
+            self.register_buffer("position", torch.from_numpy(np.ascontiguousarray(position, dtype=np.float32))[None])
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         b, _, h, w = feats.shape
         d = self.bank.shape[0] - 1  # the bank may keep only the leading components
+        if self.positional:
+            feats = torch.cat([feats[:, : d - 2], self.position.expand(b, -1, -1, -1)], dim=1)
         q = feats[:, :d].flatten(2).transpose(1, 2).reshape(-1, d)  # (B*hw, D): one 2-D GEMM
         qa = torch.cat([q, torch.ones_like(q[:, :1])], dim=1)
         best = torch.matmul(qa, self.bank).min(dim=1).values + (q * q).sum(dim=1)
@@ -155,22 +126,27 @@ class PatchCoreDistances(nn.Module):
 
 
 class Scorer(nn.Module):
-    """Projected features -> (PatchCore distances, autoencoder error[, probability, Grad-CAM])."""
+    """Projected features -> (PatchCore distances, Gaussian distances[, probability, Grad-CAM])."""
 
-    def __init__(self, patchcore: PatchCoreDistances, autoencoder: FeatureAutoencoder,
+    def __init__(self, patchcore: PatchCoreDistances, gaussian: nn.Module,
                  classifier: DefectClassifier | None = None):
         super().__init__()
         self.patchcore = patchcore
-        self.autoencoder = autoencoder
+        self.gaussian = gaussian
         self.classifier = classifier
 
     @property
     def output_names(self) -> list[str]:
-        names = ["patchcore", "autoencoder"]
+        names = ["patchcore", "gaussian"]
         return names + (["probability", "cam"] if self.classifier is not None else [])
 
+    @property
+    def any_size(self) -> bool:
+        """Whether the module takes feature maps of any size (no per-position model)."""
+        return not getattr(self.gaussian, "per_position", False) and not self.patchcore.positional
+
     def forward(self, feats: torch.Tensor):
-        out = (self.patchcore(feats), self.autoencoder(feats))
+        out = (self.patchcore(feats), self.gaussian(feats))
         if self.classifier is not None:
             out = out + tuple(self.classifier(feats))
         return out

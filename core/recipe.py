@@ -1,12 +1,13 @@
 """Product recipes: one versioned folder per product version, loaded without running code.
 
     <root>/<product>/v0003/
-        manifest.json          schema version, backbone, working size, ROI, thresholds,
+        manifest.json          schema version, backbone, framing (fixed/free, scale, lighting),
+                               working size, ROI, limits per model, fusion, synthetic-defect check,
                                training summary, creation time, per-file sha256, content hash
-        tensors.safetensors    projection, memory bank, network weights, calibration scores
+        tensors.safetensors    projection, memory bank, Gaussian model, classifier weights,
+                               held-out calibration scores
         embedder.onnx          exported inference graphs (data, not code)
-        autoencoder.onnx
-        classifier.onnx        only when the recipe has labelled defects
+        scorer.onnx
         reference.png          a good part, for drawing the region of interest
 
 Saves are atomic: everything is written and fsynced into a hidden temporary folder which is then
@@ -32,7 +33,8 @@ from safetensors.numpy import save as st_save
 
 from .calibration import Threshold
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: Gaussian second model, framing, PASS and FAIL limits, fusion
+MODELS = ("patchcore", "gaussian", "classifier")  # the models a recipe may hold, in display order
 MANIFEST = "manifest.json"
 TENSORS = "tensors.safetensors"
 REFERENCE = "reference.png"
@@ -133,15 +135,47 @@ class Recipe:
 
     @property
     def models(self) -> list[str]:
-        return [m for m in ("patchcore", "autoencoder", "classifier") if m in self.manifest["thresholds"]]
+        return [m for m in MODELS if m in self.manifest["thresholds"]]
 
     def threshold(self, name: str) -> Threshold:
         return Threshold.from_dict(self.manifest["thresholds"][name])
+
+    @property
+    def framing(self):
+        """The recipe's ``preprocess.Framing`` (how images become working images)."""
+        from .preprocess import FIXED, Framing
+
+        f = self.manifest.get("framing") or {}
+        kind = f.get("kind", FIXED)
+        return Framing(
+            kind=kind,
+            scale=float(f.get("scale", 1.0)),
+            working_hw=self.working_shape if kind == FIXED else None,
+            roi=self.roi if kind == FIXED else None,
+            reference_wh=self.reference_size,
+            normalise=bool(f.get("normalise", False)),
+        )
+
+    @property
+    def fusion(self):
+        """The recipe's ``fusion.Fusion`` (weights, standardisation, fused limits), or None."""
+        from .fusion import Fusion
+
+        f = self.manifest.get("fusion")
+        return Fusion.from_dict(f) if f else None
+
+    def calibration_scores(self, name: str) -> np.ndarray | None:
+        """Held-out good scores of a model (raw units; ``"fused"`` for the fused score), or None."""
+        v = self.tensors.get(f"calibration.{name}")
+        return None if v is None else np.asarray(v, dtype=np.float64)
 
     def with_thresholds(self, changes: dict[str, Threshold], note: str = "") -> "Recipe":
         """A copy with some thresholds replaced (saved later as a new version)."""
         manifest = json.loads(json.dumps(self.manifest))
         for name, thr in changes.items():
+            if name == "fused" and manifest.get("fusion"):
+                manifest["fusion"]["threshold"] = thr.to_dict()
+                continue
             if name not in manifest["thresholds"]:
                 raise RecipeError(f"This recipe has no '{name}' model.")
             manifest["thresholds"][name] = thr.to_dict()
@@ -149,6 +183,12 @@ class Recipe:
             {"from_version": self.version, "change": "thresholds", "note": note, "time": now_iso()}
         )
         return Recipe(manifest, dict(self.tensors), dict(self.onnx), self.reference_png, None)
+
+    def size_bytes(self) -> int:
+        """What the recipe takes on disk (tensors, graphs, reference image, manifest)."""
+        tensors = st_save({k: np.ascontiguousarray(v) for k, v in self.tensors.items()})
+        return (len(tensors) + sum(len(v) for v in self.onnx.values()) + len(self.reference_png or b"")
+                + len(json.dumps(self.manifest).encode()))
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, root: str | os.PathLike) -> Path:

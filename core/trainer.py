@@ -1,16 +1,20 @@
 """Train a complete, calibrated recipe from good images (and optional labelled defects).
 
 Stages (each reports progress and checks for cancellation):
- 1. load the images (bad files are skipped and listed), choose the working size from their shape;
- 2. fit the PCA projection on raw backbone features of up to 48 images, export the embedder graph;
- 3. embed every image with that graph (the very features inspection will see);
- 4. PatchCore memory bank by greedy coreset on all good patches;
- 5. autoencoder on all good images, plus k fold models whose out-of-fold scores calibrate it;
- 6. classifier, only with labelled defects (k-fold out-of-fold probabilities for its calibration);
- 7. thresholds from held-out good scores only: PatchCore leave-one-image-out against the bank
-    (each image scored without the bank entries it contributed), autoencoder on its held-out split;
- 8. export the scorer graph (PatchCore distances, autoencoder, classifier); assemble the recipe
-    (saving is the caller's choice).
+ 1. load the images (bad files are skipped and listed);
+ 2. choose the settings from the good images alone (``core.autoconfig``): fixed or free framing,
+    whether to normalise lighting, and the working resolution (a quick synthetic-defect race
+    between the base and a finer resolution when the images are large enough to matter);
+ 3. fit the PCA projection on raw backbone features of up to 48 images, export the embedder graph;
+ 4. embed every image with that graph (the very features inspection will see);
+ 5. PatchCore memory bank by greedy coreset on the good patches;
+ 6. Gaussian model, kept per fold for held-out scores;
+ 7. classifier, only with labelled defects (k-fold out-of-fold probabilities for its calibration);
+ 8. calibration from held-out good scores only (``core.heldout``), and the synthetic-defect check:
+    defects pasted into held-out good images choose the fusion weights and estimate how well the
+    recipe catches defects of each size (``core.selfcheck``);
+ 9. assemble the recipe (saving is the caller's choice); inference graphs are built from its
+    tensors when it is loaded (``core.engine``), so a recipe holds data only.
 """
 from __future__ import annotations
 
@@ -28,31 +32,31 @@ import cv2
 import numpy as np
 import torch
 
-from . import onnx_runtime, preprocess
-from .backbone import DEFAULT_BACKBONE, aggregate, load_extractor, upsample2x, weights_digest, working_shape
-from .calibration import DEFAULT_BUDGET, fit_threshold, tradeoff
+from . import autoconfig, heldout, preprocess, selfcheck
+from .backbone import DEFAULT_BACKBONE, weights_digest
+from .calibration import DEFAULT_BUDGET, DEFAULT_REVIEW_BUDGET, check_budgets, fit_threshold, tradeoff
 from .coreset import Cancelled
-from .fitting import classifier_probabilities, train_autoencoder, train_classifier
+from .features import Embedding, FeatureExtractor
+from .fitting import classifier_probabilities, train_classifier
+from .gaussian import block_size
 from .images import ImageError, encode_png, load_image, to_rgb8
-from .networks import Embedder, PatchCoreDistances, Scorer
-from .patchcore import PatchCore
-from .projection import fit_projection
-from .recipe import Recipe, check_product_name, now_iso
+from .patchcore import POSITION_WEIGHT
+from .recipe import SCHEMA_VERSION, Recipe, check_product_name, now_iso
 
 log = logging.getLogger(__name__)
 
-ImageLike = "str | os.PathLike | np.ndarray"
 Progress = Callable[[str, float], None]
 
 _STAGES = [  # (name, share of the total time, roughly as measured)
-    ("Loading images", 0.10),
-    ("Fitting feature projection", 0.10),
-    ("Extracting features", 0.10),
-    ("Selecting memory bank", 0.15),
-    ("Training autoencoder", 0.40),
-    ("Training classifier", 0.05),
-    ("Calibrating thresholds", 0.05),
-    ("Exporting models", 0.05),
+    ("Loading images", 0.08),
+    ("Choosing settings", 0.12),
+    ("Fitting feature projection", 0.08),
+    ("Extracting features", 0.22),
+    ("Selecting memory bank", 0.18),
+    ("Fitting Gaussian model", 0.04),
+    ("Training classifier", 0.04),
+    ("Calibrating limits", 0.20),
+    ("Finishing", 0.01),
 ]
 
 
@@ -63,18 +67,28 @@ class TrainingError(Exception):
 @dataclass(frozen=True)
 class TrainConfig:
     backbone: str = DEFAULT_BACKBONE
-    size: int = 256  # short side of the working image, pixels
-    roi: tuple[int, int, int, int] | None = None  # x, y, w, h in the good images' pixels
+    size: int = 256  # base working resolution: short side, pixels
+    fine_size: int = 512  # the finer candidate's short side (never above the images' own)
+    resolution: str = "auto"  # "auto" (a synthetic-defect race decides), "base" or "fine"
+    framing: str = "auto"  # "auto", "fixed" or "free"
+    normalise: str = "auto"  # lighting normalisation: "auto", "on" or "off"
+    roi: tuple[int, int, int, int] | None = None  # x, y, w, h in the good images' pixels (fixed framing)
     ignore_zones: tuple[tuple[int, int, int, int], ...] = ()
-    pca_dim: int = 128  # projected feature channels (the autoencoder and classifier see all of them)
-    patchcore_dims: int = 64  # leading components the memory bank keeps (nearest-neighbour cost)
+    pca_dim: int = 64  # projected feature channels: every model sees these
     pca_images: int = 48  # images whose raw features fit the projection
     pca_samples: int = 32768  # patches sampled from them
-    coreset_ratio: float = 0.005  # memory bank: this share of all good patches, clamped below
-    coreset_min: int = 1024
-    coreset_max: int = 2048
+    bank_ratio: float = 0.02  # memory bank: this share of all good patches, clamped below
+    bank_min: int = 1024
+    bank_max: int = 8192
+    bank_pool: int = 16  # the greedy bank search looks at most at bank x this many random patches
+    position_weight: float = POSITION_WEIGHT  # fixed framing: PatchCore prefers matches from the same place
+    gaussian_folds: int = 10  # held-out Gaussian scores from this many folds (each model sees 90 %)
+    calibration_images: int = 256  # at most this many good images get held-out scores ...
+    calibration_patches: int = 1_000_000  # ... and at most about this many patches in all
+    synthetic_images: int = 48  # held-out good images that get synthetic defects
+    synthetic_per_image: int = 2  # one only on large working images (``selfcheck.SYNTHETIC_BIG``)
     false_reject_budget: float = DEFAULT_BUDGET
-    ae_folds: int = 3  # autoencoder calibration: out-of-fold scores from this many fold models
+    review_budget: float = DEFAULT_REVIEW_BUDGET
     min_good: int = 10
     seed: int = 0
     threads: int | None = None
@@ -101,6 +115,9 @@ class _Clock:
         if self.progress is not None and self._i >= 0:
             done = sum(s for _, s in _STAGES[: self._i])
             self.progress(_STAGES[self._i][0], min(1.0, done + _STAGES[self._i][1] * max(0.0, min(1.0, fraction))))
+
+    def part(self, lo: float, hi: float) -> Callable[[float], None]:
+        return lambda f: self.tick(lo + (hi - lo) * f)
 
     def finish(self) -> None:
         self.stage(len(_STAGES) - 1)
@@ -139,16 +156,24 @@ def _load_all(items: Sequence, clock: _Clock, what: str) -> tuple[list[np.ndarra
     return images, names, skipped
 
 
-def _reference_aspect(images: list[np.ndarray]) -> float:
-    return float(np.median([im.shape[1] / im.shape[0] for im in images]))
-
-
 def _thumbnail_png(image: np.ndarray, max_side: int = 1024) -> bytes:
     h, w = image.shape[:2]
     s = min(1.0, max_side / max(h, w))
     if s < 1.0:
         image = cv2.resize(image, (int(round(w * s)), int(round(h * s))), interpolation=cv2.INTER_AREA)
     return encode_png(image)
+
+
+def _check_config(config: TrainConfig) -> None:
+    for name, value, allowed in (("resolution", config.resolution, ("auto", "base", "fine")),
+                                 ("framing", config.framing, ("auto", "fixed", "free")),
+                                 ("normalise", config.normalise, ("auto", "on", "off"))):
+        if value not in allowed:
+            raise TrainingError(f"'{name}' must be one of {', '.join(allowed)} (got {value!r}).")
+    try:
+        check_budgets(config.false_reject_budget, config.review_budget)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from exc
 
 
 def train_recipe(
@@ -164,6 +189,7 @@ def train_recipe(
 ) -> Recipe:
     """Train and calibrate a recipe. ``good``/``defect``: image paths or RGB arrays."""
     product = check_product_name(product)
+    _check_config(config)
     clock = _Clock(progress, _cancel_fn(cancel))
     t_start = time.perf_counter()
     if config.threads:
@@ -179,197 +205,146 @@ def train_recipe(
             f"Training needs at least {config.min_good} good images that can be read; got {len(goods)}"
             + (f" ({len(skipped)} could not be read)." if skipped else ".")
         )
-    aspect = _reference_aspect(goods)
-    ref_idx = int(np.argmin([abs(math.log((im.shape[1] / im.shape[0]) / aspect)) for im in goods]))
-    ref_h, ref_w = goods[ref_idx].shape[:2]
-    kept_good, kept_names = [], []
-    for im, name in zip(goods, good_names):
-        if abs(math.log((im.shape[1] / im.shape[0]) / aspect)) > math.log(preprocess.ASPECT_TOLERANCE):
-            skipped.append({"source": name, "error": "Its proportions differ from the other good images."})
-        else:
-            kept_good.append(im)
-            kept_names.append(name)
-    goods, good_names = kept_good, kept_names
+
+    # 2. settings from the good images ------------------------------------------------------
+    clock.stage(1)
+    try:
+        plan = autoconfig.choose(goods, config, tick=clock.tick)
+    except autoconfig.SettingsError as exc:
+        raise TrainingError(str(exc)) from exc
+    for i in sorted(plan.outliers, reverse=True):
+        skipped.append({"source": good_names[i], "error": "Its size or proportions differ from the other good images."})
+        del goods[i], good_names[i]
     if len(goods) < config.min_good:
         raise TrainingError(f"Training needs at least {config.min_good} good images of the same framing.")
-    roi = tuple(int(v) for v in config.roi) if config.roi else None
-    if roi is not None:
-        roi = preprocess.scale_box(roi, (ref_w, ref_h), (ref_w, ref_h))
-        shape = working_shape(roi[2] / roi[3], config.size)
-    else:
-        shape = working_shape(ref_w / ref_h, config.size)
-    wh = (shape.height, shape.width)
-
-    def prepare(im: np.ndarray) -> np.ndarray:
-        geo = preprocess.geometry(im.shape[:2], wh, roi, (ref_w, ref_h))
-        return preprocess.crop_resize(im, geo)
-
-    reference_png = _thumbnail_png(goods[ref_idx])
-    good_w = np.stack([prepare(im) for im in goods])
-    defect_w = np.stack([prepare(im) for im in defects]) if defects else None
+    framing = plan.framing
+    n = len(goods)
+    reference_png = _thumbnail_png(goods[plan.reference_index])
+    syn_idx = np.linspace(0, n - 1, min(n, config.synthetic_images)).round().astype(int)
+    syn_originals = {int(i): goods[int(i)] for i in syn_idx}
+    good_w = [framing.prepare(im)[0] for im in goods]
+    defect_w = [framing.prepare(im)[0] for im in defects]
     del goods, defects
+    geo_ref = framing.geometry((framing.reference_wh[1], framing.reference_wh[0])) if framing.fixed else None
+    ignore = (preprocess.ignore_mask(list(config.ignore_zones), framing.reference_wh, geo_ref)
+              if geo_ref is not None else None)
 
-    # 2. projection + embedder -------------------------------------------------------------
-    clock.stage(1)
-    extractor = load_extractor(config.backbone)
-    use_ort = onnx_runtime.available()
-    rng = np.random.default_rng(config.seed)
-    if use_ort:
-        run_raw = onnx_runtime.OrtModel(onnx_runtime.raw_extractor_graph(config.backbone, wh), config.threads)
-    clock.tick(0.5)
-    pca_idx = np.linspace(0, len(good_w) - 1, min(config.pca_images, len(good_w))).round().astype(int)
-    per_image = max(64, config.pca_samples // len(pca_idx))  # patches kept per image for the PCA
-    raw = []
-    for i in range(0, len(pca_idx), 8):
-        x = np.concatenate([preprocess.to_tensor(good_w[j]) for j in pca_idx[i : i + 8]])
-        with torch.no_grad():
-            if use_ort:
-                taps = [run_raw(x[j : j + 1]) for j in range(len(x))]
-                f4, t8, t16 = (torch.from_numpy(np.concatenate([t[k] for t in taps])) for k in range(3))
-                f = torch.cat([f4, aggregate(t8), upsample2x(aggregate(t16))], dim=1).numpy()
-            else:
-                f = extractor(torch.from_numpy(x)).numpy()
-        f = f.transpose(0, 2, 3, 1).reshape(len(x), -1, f.shape[1])
-        for rows in f:
-            raw.append(rows[rng.choice(len(rows), min(per_image, len(rows)), replace=False)])
-        clock.tick(0.5 + 0.4 * (i + 8) / len(pca_idx))
-    projection = fit_projection(np.concatenate(raw), config.pca_dim, max_samples=config.pca_samples, seed=config.seed)
-    del raw
-    embedder = Embedder(extractor, projection).eval()
-    onnx_graphs: dict[str, bytes] = {}
-    if use_ort:
-        onnx_graphs["embedder"] = onnx_runtime.append_projection(
-            onnx_runtime.raw_extractor_graph(config.backbone, wh), projection.mean, projection.components
-        )
-        run_embed = onnx_runtime.OrtModel(onnx_graphs["embedder"], config.threads)
-
-        def embed(x: np.ndarray) -> np.ndarray:
-            return np.concatenate([run_embed(x[j : j + 1])[0] for j in range(len(x))])
-    else:
-        def embed(x: np.ndarray) -> np.ndarray:
-            with torch.no_grad():
-                return embedder(torch.from_numpy(x)).numpy()
-
-    # 3. features --------------------------------------------------------------------------
+    # 3. projection + embedder ---------------------------------------------------------------
     clock.stage(2)
+    extractor = FeatureExtractor(config.backbone, config.threads)
+    pca_idx = np.linspace(0, n - 1, min(config.pca_images, n)).round().astype(int)
+    projection = extractor.fit_projection([good_w[i] for i in pca_idx], config.pca_dim, config.pca_samples,
+                                          config.seed, tick=clock.tick)
+    embedding = Embedding(config.backbone, projection, config.threads)
 
-    def embed_all(images: np.ndarray) -> np.ndarray:
-        out = []
-        for i in range(0, len(images), 8):
-            out.append(embed(np.concatenate([preprocess.to_tensor(im) for im in images[i : i + 8]])))
-            clock.tick((i + 8) / len(images))
-        return np.concatenate(out)
-
-    feats = embed_all(good_w)
-    defect_feats = embed_all(defect_w) if defect_w is not None else None
-    n, d, gh, gw = feats.shape
-    geo_ref = preprocess.geometry((ref_h, ref_w), wh, roi, (ref_w, ref_h))
-    ignore = preprocess.ignore_mask(list(config.ignore_zones), (ref_w, ref_h), geo_ref)
-
-    # 4. PatchCore -------------------------------------------------------------------------
+    # 4. features ---------------------------------------------------------------------------
     clock.stage(3)
-    pc_dims = int(min(config.patchcore_dims, d))
-    patches = np.ascontiguousarray(feats[:, :pc_dims].transpose(0, 2, 3, 1).reshape(-1, pc_dims))
-    image_ids = np.repeat(np.arange(n, dtype=np.int32), gh * gw)
-    if ignore is not None:  # ignored cells never enter the bank
-        keep = np.tile(~ignore.ravel(), n)
-        patches, image_ids = patches[keep], image_ids[keep]
-    patchcore = PatchCore.fit(
-        patches, image_ids,
-        ratio=config.coreset_ratio, minimum=config.coreset_min, maximum=config.coreset_max,
-        seed=config.seed, cancel=clock.cancel, progress=clock.tick,
-    )
-    del patches, image_ids
+    feats = embedding.many(good_w, tick=clock.part(0.0, 0.9))
+    defect_feats = embedding.many(defect_w, tick=clock.part(0.9, 1.0)) if defect_w else []
+    d = feats[0].shape[0]
 
-    # 5. autoencoder -----------------------------------------------------------------------
+    # 5. PatchCore --------------------------------------------------------------------------
     clock.stage(4)
-    k = int(max(2, min(config.ae_folds, n // 3)))
-    fold = rng.permutation(n) % k
-    ae_scores = np.empty(n, dtype=np.float32)
-    for f in range(k + 1):
-        def tick(frac: float, f: int = f) -> None:
-            clock.tick((f + frac) / (k + 1))
+    pos_weight = heldout.position_weight(framing.fixed, projection.variances, d, config.position_weight)
+    patchcore = heldout.fit_patchcore(feats, ignore, pos_weight, config, cancel=clock.cancel, progress=clock.tick)
 
-        if f < k:
-            held = fold == f
-            model = train_autoencoder(feats[~held], projection.variances, seed=config.seed + 1 + f,
-                                      cancel=clock.cancel, progress=tick)
-            with torch.no_grad():
-                maps = model(torch.from_numpy(feats[held])).numpy()[:, 0]
-            if ignore is not None:
-                maps[:, ignore] = 0.0
-            ae_scores[held] = maps.reshape(len(maps), -1).max(axis=1)
-        else:
-            ae = train_autoencoder(feats, projection.variances, seed=config.seed, cancel=clock.cancel, progress=tick)
-
-    # 6. classifier ------------------------------------------------------------------------
+    # 6. Gaussian ---------------------------------------------------------------------------
     clock.stage(5)
-    clf = None
-    clf_summary = None
-    if defect_feats is not None and len(defect_feats) >= 2:
+    per_position = framing.fixed
+    block = block_size(feats[0].shape[1:]) if per_position else 1
+    folds = heldout.GaussianFolds.fit(feats, config.gaussian_folds, per_position, block, config.seed,
+                                      tick=clock.tick)
+    gaussian = folds.model()
+
+    # 7. classifier -------------------------------------------------------------------------
+    clock.stage(6)
+    clf = clf_summary = None
+    if len(defect_feats) >= 2:
         clf, clf_summary = _train_classifier(feats, defect_feats, projection.variances, config, clock)
 
-    # 7. calibration -----------------------------------------------------------------------
-    clock.stage(6)
-    pc_scores = np.empty(n, dtype=np.float32)
-    pc_typical = np.empty(n, dtype=np.float32)  # median patch distance: the unfamiliar-input check
-    for i in range(n):
-        grid = patchcore.distance_grid(feats[i], exclude_source=i)
-        if ignore is not None:
-            grid[ignore] = 0.0
-        pc_scores[i] = grid.max()
-        pc_typical[i] = np.median(grid if ignore is None else grid[~ignore])
-    budget = config.false_reject_budget
-    thresholds = {
-        "patchcore": fit_threshold(pc_scores, budget, seed=config.seed),
-        "autoencoder": fit_threshold(ae_scores, budget, seed=config.seed),
-    }
-    unfamiliar = fit_threshold(pc_typical, 1.0 / 1000.0, seed=config.seed)
+    # 8. calibration and the synthetic-defect check -------------------------------------------
+    clock.stage(7)
+    per_image = int(feats[0].shape[1] * feats[0].shape[2])
+    n_cal = min(n, config.calibration_images, max(64, config.calibration_patches // max(1, per_image)))
+    cal_idx = np.linspace(0, n - 1, n_cal).round().astype(int)
+    cal_feats = [feats[i] for i in cal_idx]
+    grids = {"patchcore": heldout.patchcore_grids(patchcore, cal_feats, cal_idx)}
+    clock.tick(0.3)
+    grids["gaussian"] = heldout.gaussian_grids(folds, cal_feats, cal_idx)
+    held = {m: heldout.scores(g, ignore) for m, g in grids.items()}
+    pc_typical = heldout.typical(grids["patchcore"], ignore)
+    if clf is not None:
+        held["classifier"] = np.maximum(clf_summary.pop("good_scores")[cal_idx], 1e-6)
+    budget, review = config.false_reject_budget, config.review_budget
+    thresholds = {m: fit_threshold(s, budget, review, seed=config.seed) for m, s in held.items()}
+    unfamiliar = fit_threshold(pc_typical, 1.0 / 1000.0, None, seed=config.seed)
+    clock.tick(0.4)
+    check = selfcheck.run(
+        syn_originals, framing, embedding, patchcore, folds, clf, ignore, config, thresholds, held,
+        tick=clock.part(0.4, 0.95),
+    )
+    fusion = check.fusion
+    fused_held = fusion.combine(held)
+    fusion = fusion.with_threshold(fit_threshold(fused_held, budget, review, seed=config.seed))
+    summary = check.summary(fusion, thresholds)
+    clock.tick(1.0)
+
     tensors = {
         "projection.mean": projection.mean,
         "projection.components": projection.components,
         "projection.variances": projection.variances,
         "patchcore.memory": patchcore.memory,
         "patchcore.source": patchcore.source,
-        "calibration.typical": pc_typical,
-        "calibration.patchcore": pc_scores,
-        "calibration.autoencoder": ae_scores.astype(np.float32),
+        "gaussian.mean": gaussian.mean,
+        "gaussian.whiten": gaussian.whiten,
+        "calibration.typical": pc_typical.astype(np.float32),
+        "calibration.fused": np.asarray(fused_held, dtype=np.float32),
     }
-    tensors.update({f"autoencoder.{k}": v.detach().numpy().copy() for k, v in ae.state_dict().items()})
-    models = {"patchcore": {"bank_size": len(patchcore), "dim": patchcore.dim}, "autoencoder": ae.hparams}
+    for m, s in held.items():
+        tensors[f"calibration.{m}"] = np.asarray(s, dtype=np.float32)
+    models = {
+        "patchcore": {"bank_size": len(patchcore), "dim": patchcore.dim, "position_weight": patchcore.position_weight},
+        "gaussian": {"dim": gaussian.dim, "per_position": gaussian.per_position,
+                     "grid": list(gaussian.grid), "block": gaussian.block},
+    }
     if clf is not None:
-        thresholds["classifier"] = clf_summary.pop("threshold")
-        tensors["calibration.classifier"] = clf_summary.pop("good_scores")
         tensors["calibration.classifier_defect"] = clf_summary.pop("defect_scores")
         tensors.update({f"classifier.{k}": v.detach().numpy().copy() for k, v in clf.state_dict().items()})
         models["classifier"] = clf.hparams
 
-    # 8. export ----------------------------------------------------------------------------
-    clock.stage(7)
-    if use_ort:
-        scorer = Scorer(PatchCoreDistances(patchcore.memory), ae, clf).eval()
-        onnx_graphs["scorer"] = onnx_runtime.export(scorer, torch.from_numpy(feats[:1]), scorer.output_names)
+    # 9. finish (inference graphs are built from the tensors when a recipe is loaded) ---------
+    clock.stage(8)
     clock.finish()
 
+    wh = framing.working_hw or preprocess.free_working_hw(
+        (framing.reference_wh[1], framing.reference_wh[0]), framing.scale)
     manifest = {
+        "schema_version": SCHEMA_VERSION,
         "product": product,
         "created": now_iso(),
         "backbone": {"name": config.backbone, "weights_sha256": weights_digest(config.backbone)},
         "size": config.size,
-        "working_shape": [shape.height, shape.width],
-        "reference_size": [ref_w, ref_h],
-        "roi": list(roi) if roi else None,
+        "working_shape": [int(wh[0]), int(wh[1])],
+        "reference_size": list(framing.reference_wh),
+        "roi": list(framing.roi) if framing.roi else None,
         "ignore_zones": [list(map(int, z)) for z in config.ignore_zones],
+        "framing": {"kind": framing.kind, "scale": framing.scale, "normalise": framing.normalise,
+                    "why": plan.why},
         "models": models,
         "thresholds": {k: v.to_dict() for k, v in thresholds.items()},
+        "fusion": fusion.to_dict(),
         "checks": {"unfamiliar": unfamiliar.to_dict()},
         "training": {
             "n_good": int(n),
-            "n_defect": int(len(defect_feats)) if defect_feats is not None else 0,
-            "autoencoder_folds": int(k),
+            "n_defect": int(len(defect_feats)),
+            "gaussian_folds": int(len(folds.sums)),
+            "calibration_images": int(len(cal_idx)),
             "skipped": skipped,
             "false_reject_budget": budget,
+            "review_budget": review,
             "config": _jsonable(asdict(config)),
+            "resolution": plan.race,
+            "synthetic": summary,
             "seconds": round(time.perf_counter() - t_start, 2),
             "stage_seconds": clock.timings,
             "parent_version": parent.version if parent is not None else None,
@@ -377,31 +352,44 @@ def train_recipe(
             "classifier": clf_summary,
         },
     }
-    return Recipe(manifest=manifest, tensors=tensors, onnx=onnx_graphs, reference_png=reference_png)
+    return Recipe(manifest=manifest, tensors=tensors, onnx={}, reference_png=reference_png)
+
+
+def _common_crop(maps: Sequence[np.ndarray]) -> np.ndarray:
+    """Feature maps of possibly different sizes (free framing) centre-cropped to a common size."""
+    h = min(m.shape[1] for m in maps)
+    w = min(m.shape[2] for m in maps)
+    out = []
+    for m in maps:
+        y0, x0 = (m.shape[1] - h) // 2, (m.shape[2] - w) // 2
+        out.append(m[:, y0 : y0 + h, x0 : x0 + w])
+    return np.stack(out)
 
 
 def _train_classifier(feats, defect_feats, variances, config: TrainConfig, clock: _Clock):
     """k-fold out-of-fold probabilities (for calibration), then the final head on everything."""
+    both = _common_crop(list(feats) + list(defect_feats))
+    good, bad = both[: len(feats)], both[len(feats):]
     rng = np.random.default_rng(config.seed + 1)
-    k = int(min(5, len(defect_feats)))
-    g_fold = rng.permutation(len(feats)) % k
-    b_fold = rng.permutation(len(defect_feats)) % k
-    g_oof = np.empty(len(feats), dtype=np.float32)
-    b_oof = np.empty(len(defect_feats), dtype=np.float32)
+    k = int(min(5, len(bad)))
+    g_fold = rng.permutation(len(good)) % k
+    b_fold = rng.permutation(len(bad)) % k
+    g_oof = np.empty(len(good), dtype=np.float32)
+    b_oof = np.empty(len(bad), dtype=np.float32)
     for f in range(k):
-        m = train_classifier(feats[g_fold != f], defect_feats[b_fold != f], variances, seed=config.seed + f, cancel=clock.cancel)
-        g_oof[g_fold == f] = classifier_probabilities(m, feats[g_fold == f])
-        b_oof[b_fold == f] = classifier_probabilities(m, defect_feats[b_fold == f])
+        m = train_classifier(good[g_fold != f], bad[b_fold != f], variances, seed=config.seed + f, cancel=clock.cancel)
+        g_oof[g_fold == f] = classifier_probabilities(m, good[g_fold == f])
+        b_oof[b_fold == f] = classifier_probabilities(m, bad[b_fold == f])
         clock.tick((f + 1) / (k + 1))
-    clf = train_classifier(feats, defect_feats, variances, seed=config.seed, cancel=clock.cancel)
-    thr = fit_threshold(np.maximum(g_oof, 1e-6), config.false_reject_budget, seed=config.seed)
+    clf = train_classifier(good, bad, variances, seed=config.seed, cancel=clock.cancel)
     grid = sorted({float(v) for v in np.quantile(np.concatenate([g_oof, b_oof]), np.linspace(0, 1, 21))})
+    thr = fit_threshold(np.maximum(g_oof, 1e-6), config.false_reject_budget, config.review_budget, seed=config.seed)
     summary = {
-        "threshold": thr,
         "good_scores": g_oof,
         "defect_scores": b_oof,
         "folds": k,
-        "recall_at_threshold": float(np.mean(b_oof >= thr.value)),
+        "recall_at_fail_limit": float(np.mean(b_oof >= thr.value)),
+        "recall_at_pass_limit": float(np.mean(b_oof >= thr.pass_limit)),
         "tradeoff": tradeoff(g_oof, b_oof, grid),
     }
     return clf, summary
@@ -414,4 +402,6 @@ def _jsonable(obj):
         return [_jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
     return obj

@@ -63,8 +63,9 @@ class Verdict:
     decision: Decision
     reasons: tuple[Reason, ...]
     scores: tuple[ModelScore, ...]
-    fused: float  # mean of the normalised model scores (1.0 == "at threshold")
+    fused: float  # the fused score, normalised: 1.0 is the fused FAIL limit (see core.fusion)
     notes: tuple[str, ...] = ()  # plain-language detail (which model, which check)
+    fused_band: tuple[float, float] = (1.0, 1.0)  # the fused REVIEW zone (PASS limit, FAIL limit), normalised
 
     def score_of(self, model: str) -> ModelScore | None:
         for s in self.scores:

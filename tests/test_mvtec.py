@@ -25,7 +25,17 @@ def test_bottle_accuracy_targets(report):
     assert s["image_auroc"] >= 0.999
     assert s["pixel_auroc"] >= 0.985
     assert 0.0 < s["pro"] <= 1.0
-    assert s["per_model"]["autoencoder"]["image_auroc"] > 0.95
+    assert s["per_model"]["gaussian"]["image_auroc"] > 0.95
+    assert s["fused_image_auroc"] >= 0.999
+
+
+def test_bottle_recipe_keeps_the_fast_base_resolution(report):
+    """Bottle's defects are large: the resolution race must not pay 4x the time for a finer size."""
+    s = report["summary"]
+    assert s["recipe"]["working_shape"] == [256, 256]
+    race = s["training"]["resolution"]["candidates"]
+    assert [c["working"] for c in race] == ["256x256 px", "512x512 px"]
+    assert s["recipe"]["framing"]["kind"] == "fixed" and not s["recipe"]["framing"]["normalise"]
 
 
 def test_bottle_verdict_targets(report):

@@ -21,16 +21,31 @@ def test_manifest_has_the_documented_fields(tiny_recipe):
                 "thresholds", "training", "files", "content_hash", "reference_size"):
         assert key in m
     assert m["backbone"]["name"] == "efficientnet-lite0"
-    assert set(m["thresholds"]) == {"patchcore", "autoencoder"}
+    assert set(m["thresholds"]) == {"patchcore", "gaussian"}
     assert m["training"]["n_good"] == 14
-    assert set(tiny_recipe.onnx) == {"embedder", "scorer"}
+    assert tiny_recipe.onnx == {}  # inference graphs are built from the tensors at load
+    assert m["framing"]["kind"] == "fixed" and "why" in m["framing"]
+    assert set(m["fusion"]["weights"]) == {"patchcore", "gaussian"} and m["fusion"]["threshold"]["value"] > 0
+    syn = m["training"]["synthetic"]
+    assert syn["n_defects"] > 0 and 0.0 <= syn["caught"] <= 1.0 and len(syn["by_size"]) == 3
 
 
 def test_tensors_load_without_running_code(tiny_recipe_path):
-    # safetensors and JSON only: no pickle anywhere in a recipe
+    # JSON, safetensors and a PNG only: data a loader parses, nothing it executes (no pickle)
+    import struct
+
+    suffixes = set()
     for f in tiny_recipe_path.iterdir():
-        assert f.suffix in {".json", ".safetensors", ".onnx", ".png"}
-        assert not f.read_bytes().startswith(b"\x80")  # pickle protocol header
+        data = f.read_bytes()
+        suffixes.add(f.suffix)
+        if f.suffix == ".json":
+            json.loads(data)
+        elif f.suffix == ".safetensors":  # 8-byte header length, then a JSON header
+            (n,) = struct.unpack("<Q", data[:8])
+            assert isinstance(json.loads(data[8 : 8 + n]), dict)
+        else:
+            assert f.suffix == ".png" and data.startswith(b"\x89PNG")
+    assert suffixes == {".json", ".safetensors", ".png"}
 
 
 def test_save_creates_next_version_atomically(tiny_recipe, tmp_path):
@@ -66,15 +81,15 @@ def test_other_schema_version_is_refused_with_a_clear_message(tiny_recipe_path, 
         load_recipe(dst)
 
 
-@pytest.mark.parametrize("damage", ["flip_tensor_byte", "drop_onnx", "edit_threshold", "garbage_manifest"])
+@pytest.mark.parametrize("damage", ["flip_tensor_byte", "drop_reference", "edit_threshold", "garbage_manifest"])
 def test_damaged_recipe_is_refused(tiny_recipe_path, tmp_path, damage):
     dst = _copy(tiny_recipe_path, tmp_path)
     if damage == "flip_tensor_byte":
         data = bytearray((dst / "tensors.safetensors").read_bytes())
         data[len(data) // 2] ^= 0xFF
         (dst / "tensors.safetensors").write_bytes(bytes(data))
-    elif damage == "drop_onnx":
-        (dst / "scorer.onnx").unlink()
+    elif damage == "drop_reference":
+        (dst / "reference.png").unlink()
     elif damage == "edit_threshold":
         m = json.loads((dst / "manifest.json").read_text())
         m["thresholds"]["patchcore"]["value"] *= 2

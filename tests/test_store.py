@@ -17,7 +17,7 @@ T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 def make_inspection(decision=Decision.PASS, recipe="bottle", version=1, source="cam0"):
     scores = (
         ModelScore("patchcore", raw=2.5, score=0.8, band=(0.9, 1.1), state=ModelState.NORMAL),
-        ModelScore("autoencoder", raw=0.01, score=1.05, band=(0.85, 1.15),
+        ModelScore("gaussian", raw=0.01, score=1.05, band=(0.85, 1.15),
                    state=ModelState.UNCERTAIN),
     )
     verdict = Verdict(
@@ -25,9 +25,9 @@ def make_inspection(decision=Decision.PASS, recipe="bottle", version=1, source="
         reasons=(Reason.MODELS_DISAGREE, Reason.NEAR_THRESHOLD),
         scores=scores,
         fused=0.925,
-        notes=("autoencoder near its threshold",),
+        notes=("gaussian near its threshold",),
     )
-    maps = {"patchcore": np.zeros((4, 4), np.float32), "autoencoder": np.ones((4, 4), np.float32)}
+    maps = {"patchcore": np.zeros((4, 4), np.float32), "gaussian": np.ones((4, 4), np.float32)}
     return Inspection(
         verdict=verdict, maps=maps, region=(1, 1, 2, 2), image_shape=(4, 4), latency_ms=12.5,
         recipe=recipe, recipe_version=version, source=source, frame_id=7,
@@ -76,10 +76,10 @@ def test_round_trip(store):
         "recipe_version": 1,
         "decision": "REVIEW",
         "reasons": ["models_disagree", "near_threshold"],
-        "notes": ["autoencoder near its threshold"],
+        "notes": ["gaussian near its threshold"],
         "scores": {
             "patchcore": {"raw": 2.5, "score": 0.8, "state": "normal", "band": [0.9, 1.1]},
-            "autoencoder": {"raw": 0.01, "score": 1.05, "state": "uncertain",
+            "gaussian": {"raw": 0.01, "score": 1.05, "state": "uncertain",
                             "band": [0.85, 1.15]},
         },
         "fused": 0.925,

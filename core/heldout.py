@@ -1,0 +1,133 @@
+"""Held-out scores: what each model says about good images (and synthetic defects) it did not see.
+
+Limits and fusion weights are set from scores of images a model was *not* fitted on:
+
+* PatchCore: leave-one-image-out, each image scored against the bank without the entries it
+  contributed (``PatchCore.distance_grid(exclude_source=i)``);
+* Gaussian: k-fold, each image scored by the model of the other folds (cheap, because the model
+  is kept as sums: the other folds' model is the total minus this fold).
+
+A synthetic defect pasted into good image ``i`` is scored by exactly the models that did not see
+image ``i``, so the synthetic-defect check is held out too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import anomaly_map
+from .backbone import FEATURE_STRIDE
+from .gaussian import GaussianModel, GaussianSums, accumulate
+from .patchcore import POSITION_WEIGHT, PatchCore, position_channels
+
+
+@dataclass
+class GaussianFolds:
+    """The Gaussian model's sums per fold, and the model of all images."""
+
+    folds: np.ndarray  # fold of each image
+    sums: list[GaussianSums]
+    per_position: bool
+    grid: tuple[int, int]
+    block: int
+
+    @classmethod
+    def fit(cls, feats: Sequence[np.ndarray], k: int, per_position: bool, block: int, seed: int,
+            tick: Callable[[float], None] | None = None, dim: int | None = None) -> "GaussianFolds":
+        n = len(feats)
+        k = int(max(2, min(k, n)))
+        folds = np.random.default_rng(seed).permutation(n) % k
+        grid = tuple(feats[0].shape[1:]) if per_position else (0, 0)
+        sums = []
+        for f in range(k):
+            idx = np.flatnonzero(folds == f)
+            part = None
+            for j in range(0, len(idx), 16):  # bounded memory: a few maps at a time
+                chunk = np.stack([feats[i][:dim] for i in idx[j : j + 16]]) if per_position else None
+                if per_position:
+                    s = accumulate(chunk, True, block)
+                else:
+                    s = _sum_free([feats[i][:dim] for i in idx[j : j + 16]])
+                part = s if part is None else part + s
+            sums.append(part)
+            if tick is not None:
+                tick((f + 1) / k)
+        return cls(folds, sums, per_position, grid, block)
+
+    def total(self) -> GaussianSums:
+        out = self.sums[0]
+        for s in self.sums[1:]:
+            out = out + s
+        return out
+
+    def model(self) -> GaussianModel:
+        return GaussianModel.from_sums(self.total(), self.grid, self.block)
+
+    def fold_model(self, f: int) -> GaussianModel:
+        return GaussianModel.from_sums(self.total() - self.sums[f], self.grid, self.block)
+
+
+def _sum_free(maps: Sequence[np.ndarray]) -> GaussianSums:
+    out = None
+    for m in maps:
+        s = accumulate(m[None], False)
+        out = s if out is None else out + s
+    return out
+
+
+def position_weight(fixed: bool, variances: np.ndarray, dim: int, weight: float = POSITION_WEIGHT) -> float:
+    """PatchCore's position weight in feature units (``weight`` x the features' spread): only fixed
+    framing knows where a patch belongs."""
+    return float(weight * np.sqrt(np.sum(np.asarray(variances)[:dim]))) if fixed and weight > 0 else 0.0
+
+
+def fit_patchcore(feats: Sequence[np.ndarray], ignore: np.ndarray | None, weight: float, config, *,
+                  minimum: int | None = None, maximum: int | None = None,
+                  cancel: Callable[[], bool] | None = None, progress: Callable[[float], None] | None = None) -> PatchCore:
+    """The memory bank from good feature maps (D, h, w); ignored cells never enter it."""
+    rows, ids = [], []
+    for i, f in enumerate(feats):
+        d, h, w = f.shape
+        flat = f.reshape(d, -1)
+        if weight > 0:
+            flat = np.concatenate([flat, position_channels(h, w, weight).reshape(2, -1)])
+        flat = flat.T
+        if ignore is not None:
+            flat = flat[~ignore.ravel()]
+        rows.append(flat)
+        ids.append(np.full(len(flat), i, dtype=np.int32))
+    return PatchCore.fit(
+        np.concatenate(rows), np.concatenate(ids), ratio=config.bank_ratio,
+        minimum=config.bank_min if minimum is None else minimum,
+        maximum=config.bank_max if maximum is None else maximum,
+        pool=config.bank_pool, seed=config.seed, position_weight=weight, cancel=cancel, progress=progress,
+    )
+
+
+def patchcore_grids(pc: PatchCore, feats: Sequence[np.ndarray], sources: Sequence[int]) -> list[np.ndarray]:
+    """Leave-one-image-out distance grids: ``feats[j]`` scored without bank entries of ``sources[j]``."""
+    return [pc.distance_grid(f, exclude_source=int(s)) for f, s in zip(feats, sources)]
+
+
+def gaussian_grids(folds: GaussianFolds, feats: Sequence[np.ndarray], sources: Sequence[int]) -> list[np.ndarray]:
+    """k-fold held-out distance grids: ``feats[j]`` scored by the model without ``sources[j]``'s fold."""
+    out: list[np.ndarray | None] = [None] * len(feats)
+    fold_of = [int(folds.folds[int(s)]) for s in sources]
+    for f in sorted(set(fold_of)):
+        model = folds.fold_model(f)
+        for j, fj in enumerate(fold_of):
+            if fj == f:
+                out[j] = model.distances(feats[j][None])[0]
+    return out  # type: ignore[return-value]
+
+
+def scores(grids: Sequence[np.ndarray], ignore: np.ndarray | None = None) -> np.ndarray:
+    """Image scores (peaks of the smoothed grids), as at inspection."""
+    return anomaly_map.smoothed_scores(grids, ignore, FEATURE_STRIDE)
+
+
+def typical(grids: Sequence[np.ndarray], ignore: np.ndarray | None = None) -> np.ndarray:
+    """Median patch distance per image: the unfamiliar-input statistic."""
+    return np.array([float(np.median(g if ignore is None else g[~ignore])) for g in grids])
