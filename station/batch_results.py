@@ -132,9 +132,9 @@ def reinspect_loader(context: StationContext, product: str, version: int):
 
 # -- the table ---------------------------------------------------------------------------------
 class BatchTableModel(ColumnsTableModel):
-    COLUMNS = ("", "File", "Verdict", "PatchCore", "Autoencoder", "Classifier", "Fused", "Reasons",
+    COLUMNS = ("", "File", "Verdict", "PatchCore", "Gaussian", "Classifier", "Fused", "Reasons",
                "Latency ms", "Error")
-    MODEL_COL = {"patchcore": 3, "autoencoder": 4, "classifier": 5}
+    MODEL_COL = {"patchcore": 3, "gaussian": 4, "classifier": 5}
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)

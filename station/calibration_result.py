@@ -1,5 +1,6 @@
-"""Calibration wizard, page 5: the good-score histogram against the limits, the limits, and the
-expected false-reject rate in words. The wizard saves the recipe when the operator accepts.
+"""Calibration wizard, page 5: the good-score histogram against the PASS and FAIL limits, the two
+budgets in words, the settings the recipe chose for itself and what its synthetic-defect check
+says it would catch. The wizard saves the recipe when the operator accepts.
 """
 from __future__ import annotations
 
@@ -11,20 +12,45 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWizard, QWizardPage
 
 from core.recipe import Recipe
-from station.workflow_common import model_name, one_in_words, scale_font, show_status
+from station.workflow_common import model_name, one_in, one_in_words, scale_font, show_status
 
 
-MODEL_COLOURS = {"patchcore": (31, 119, 180), "autoencoder": (255, 127, 14), "classifier": (44, 160, 44)}
+MODEL_COLOURS = {"patchcore": (31, 119, 180), "gaussian": (255, 127, 14), "classifier": (44, 160, 44),
+                 "fused": (90, 90, 90)}
 
 
 def good_scores(recipe: Recipe) -> dict[str, np.ndarray]:
-    """Held-out good scores per model, normalised (1.0 = that model's limit)."""
+    """Held-out good scores per model and fused, normalised (1.0 = that score's FAIL limit)."""
     out = {}
     for m in recipe.models:
-        key = f"calibration.{m}"
-        if key in recipe.tensors and m != "classifier":
-            out[m] = np.asarray(recipe.tensors[key], np.float64) / recipe.threshold(m).value
+        raw = recipe.calibration_scores(m)
+        if raw is not None and m != "classifier":
+            out[m] = raw / recipe.threshold(m).value
+    fusion = recipe.fusion
+    fused = recipe.calibration_scores("fused")
+    if fusion is not None and fusion.threshold is not None and fused is not None:
+        out["fused"] = fused / fusion.threshold.value
     return out
+
+
+def budget_words(recipe: Recipe) -> str:
+    t = recipe.manifest.get("training", {})
+    fr, rv = t.get("false_reject_budget"), t.get("review_budget")
+    if fr is None or rv is None:
+        return one_in_words(max(recipe.threshold(m).budget for m in recipe.models)).capitalize() + "."
+    return (f"About 1 good part in {one_in(fr)} will be auto-FAILed and 1 in {one_in(rv)} "
+            "sent to REVIEW (the budgets); the rest PASS.")
+
+
+def synthetic_lines(recipe: Recipe) -> list[str]:
+    """The synthetic-defect check in words: what the recipe would catch, by size."""
+    syn = recipe.manifest.get("training", {}).get("synthetic")
+    if not syn:
+        return []
+    sizes = "; ".join(f"about {r['caught']:.0%} of defects of {r['size_px']} px" for r in syn["by_size"])
+    return [f"Synthetic-defect check ({syn['n_defects']} spots, scratches, blobs and misplaced pieces pasted "
+            f"into good parts it had not seen): this recipe would catch {sizes} "
+            f"(AUROC {syn['auroc']['fused']:.3f}). An estimate: real defects differ."]
 
 
 class ResultPage(QWizardPage):
@@ -69,8 +95,7 @@ class ResultPage(QWizardPage):
         recipe = self.wiz.train_page.recipe
         if recipe is None:
             return
-        budgets = {recipe.threshold(m).budget for m in recipe.models}
-        self.headline.setText(one_in_words(max(budgets)).capitalize() + ".")
+        self.headline.setText(budget_words(recipe))
         self._plot(recipe)
         self.details.setText("\n".join(self._details(recipe)))
         show_status(self.message, "")
@@ -93,13 +118,14 @@ class ResultPage(QWizardPage):
             r, g, b = MODEL_COLOURS.get(m, (100, 100, 100))
             self.plot.plot(edges, counts, stepMode="center", fillLevel=0, name=model_name(m),
                            pen=pg.mkPen((r, g, b), width=2), brush=pg.mkBrush(r, g, b, 80))
-        if "patchcore" in recipe.models:
-            lo, hi = recipe.threshold("patchcore").band
+        fusion = recipe.fusion
+        if fusion is not None and fusion.threshold is not None:
+            lo, hi = fusion.threshold.band
             band = pg.LinearRegionItem((lo, hi), movable=False, brush=pg.mkBrush(215, 140, 0, 40),
                                        pen=pg.mkPen(None))
             self.plot.addItem(band)
         line = pg.InfiniteLine(1.0, angle=90, pen=pg.mkPen((200, 40, 40), width=2, style=Qt.PenStyle.DashLine),
-                               label="limit", labelOpts={"position": 0.9, "color": (200, 40, 40)})
+                               label="FAIL limit", labelOpts={"position": 0.9, "color": (200, 40, 40)})
         self.plot.addItem(line)
         self.plot.setXRange(bottom, top, padding=0)
 
@@ -108,12 +134,19 @@ class ResultPage(QWizardPage):
         t = recipe.manifest.get("training", {})
         lines = [f"Learned from {t.get('n_good', '?')} good parts in {float(t.get('seconds', 0)):.0f} s; "
                  f"working size {recipe.working_shape[1]}×{recipe.working_shape[0]} px."]
+        for key, why in ((recipe.manifest.get("framing") or {}).get("why") or {}).items():
+            lines.append(f"{key.capitalize()}: {why}.")
         scores = good_scores(recipe)
+        fusion = recipe.fusion
+        if fusion is not None and fusion.threshold is not None:
+            lo = fusion.threshold.band[0]
+            lines.append(f"Combined score ({fusion.chosen_by}): PASS below {lo:.2f}× its FAIL limit, REVIEW "
+                         "between, FAIL from 1.00×; the shaded band on the chart.")
         for m in recipe.models:
             thr = recipe.threshold(m)
             lo, hi = thr.band
-            line = (f"{model_name(m)}: limit {thr.value:.4g}; unsure between {lo:.2f}× and {hi:.2f}× the limit "
-                    f"(goes to review); expected {one_in_words(thr.expected_false_reject, 'above that band')}")
+            line = (f"{model_name(m)}: PASS below {thr.pass_limit:.4g}, FAIL from {thr.value:.4g}; "
+                    f"expected {one_in_words(thr.expected_false_reject, 'at or above its FAIL limit')}")
             line += f"; highest good part {thr.good_max / thr.value:.2f}×"
             if thr.n < 10:
                 line += f" (only {thr.n} parts to calibrate on: more good parts give a steadier limit)"
@@ -122,6 +155,7 @@ class ResultPage(QWizardPage):
             if over:
                 lines.append(f"   {over} of the good parts you showed score above the {model_name(m)} limit: "
                              "check that they really are good.")
+        lines.extend(synthetic_lines(recipe))
         skipped = t.get("skipped") or []
         if skipped:
             lines.append(f"{len(skipped)} picture(s) were not used, e.g. {Path(skipped[0]['source']).name}: "

@@ -37,8 +37,12 @@ from station.workflow_common import LatestRunner, release_later, scale_font, sho
 
 log = logging.getLogger(__name__)
 
-BUDGETS = (100, 200, 500, 1000)  # "1 good part in N"
+BUDGETS = (100, 200, 500, 1000)  # false-reject budget: "1 good part in N" auto-FAILed
+REVIEW_BUDGETS = (5, 10, 20, 50)  # review budget: "1 good part in N" sent to REVIEW
 SIZES = (192, 256, 320, 384)
+RESOLUTIONS = (("auto", "Automatic: finer only where it catches clearly more (recommended)"),
+               ("base", "Base size only (fastest)"),
+               ("fine", "Finer, up to 512 px (small defects on large images; slower)"))
 
 
 # -- 1. product --------------------------------------------------------------------------------
@@ -58,6 +62,13 @@ class ProductPage(QWizardPage):
         self.budget = QComboBox()
         for n in BUDGETS:
             self.budget.addItem(f"at most about 1 good part in {n}", n)
+        self.review_budget = QComboBox()
+        for n in REVIEW_BUDGETS:
+            self.review_budget.addItem(f"about 1 good part in {n}", n)
+        self.resolution = QComboBox()
+        for key, text in RESOLUTIONS:
+            self.resolution.addItem(text, key)
+        self.resolution.setCurrentIndex([k for k, _ in RESOLUTIONS].index(wizard.base_config.resolution))
         self.size = QComboBox()
         sizes = sorted(set(SIZES) | {int(wizard.base_config.size)})
         for s in sizes:
@@ -67,17 +78,27 @@ class ProductPage(QWizardPage):
         self.size.setCurrentIndex(sizes.index(int(wizard.base_config.size)))
         budget = round(1.0 / wizard.base_config.false_reject_budget)
         self.budget.setCurrentIndex(BUDGETS.index(budget) if budget in BUDGETS else 1)
+        review = round(1.0 / wizard.base_config.review_budget)
+        self.review_budget.setCurrentIndex(REVIEW_BUDGETS.index(review) if review in REVIEW_BUDGETS else 1)
         form = QFormLayout(self)
         form.addRow("Product name:", self.name_edit)
         form.addRow("", self.message)
-        form.addRow("Good parts sent to review or rejected:", self.budget)
+        form.addRow("Good parts rejected (FAIL):", self.budget)
+        form.addRow("Good parts sent to REVIEW:", self.review_budget)
         form.addRow("Working size:", self.size)
+        form.addRow("Resolution:", self.resolution)
 
     def product(self) -> str:
         return self.name_edit.text().strip()
 
     def budget_value(self) -> float:
         return 1.0 / float(self.budget.currentData())
+
+    def review_budget_value(self) -> float:
+        return 1.0 / float(self.review_budget.currentData())
+
+    def resolution_value(self) -> str:
+        return str(self.resolution.currentData())
 
     def size_value(self) -> int:
         return int(self.size.currentData())
@@ -328,7 +349,9 @@ class CalibrationWizard(QWizard):
         roi = self.region_page.editor.roi()
         zones = tuple(self.region_page.editor.ignore_zones())
         return replace(self.base_config, size=self.product_page.size_value(),
-                       false_reject_budget=self.product_page.budget_value(), roi=roi, ignore_zones=zones)
+                       false_reject_budget=self.product_page.budget_value(),
+                       review_budget=self.product_page.review_budget_value(),
+                       resolution=self.product_page.resolution_value(), roi=roi, ignore_zones=zones)
 
     def trained_recipe(self) -> Recipe | None:
         return self.train_page.recipe

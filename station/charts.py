@@ -23,9 +23,9 @@ from .wording import model_label
 HISTORY = 300
 REDRAW_HZ = 5  # "at most ~10 a second": 5 keeps a 2-core bench PC's UI thread free
 Y_MAX = 2.5  # scores above are drawn at the top edge
-MODEL_COLOURS = {"patchcore": "#4fc3f7", "autoencoder": "#ce93d8", "classifier": "#a5d6a7"}
+MODEL_COLOURS = {"patchcore": "#4fc3f7", "gaussian": "#ce93d8", "classifier": "#a5d6a7"}
 BAND_ALPHA = 45
-SHOWN_MODELS = ("patchcore", "autoencoder")
+SHOWN_MODELS = ("patchcore", "gaussian")
 
 
 def calibration_scores(recipe, model: str) -> np.ndarray | None:

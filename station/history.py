@@ -77,7 +77,7 @@ def local_day_start(day: QDate) -> _dt.datetime:
 
 
 class HistoryModel(ColumnsTableModel):
-    COLUMNS = ("Time", "Recipe", "Verdict", "Operator", "Source", "Mode", "Fused", "PatchCore", "Autoencoder",
+    COLUMNS = ("Time", "Recipe", "Verdict", "Operator", "Source", "Mode", "Fused", "PatchCore", "Gaussian",
                "Reasons")
 
     ITEMS = "records"
@@ -123,7 +123,7 @@ class HistoryModel(ColumnsTableModel):
         if c == 6:
             return f"{r['fused']:.2f}" if r.get("fused") is not None else ""
         if c in (7, 8):
-            s = (r.get("scores") or {}).get("patchcore" if c == 7 else "autoencoder")
+            s = (r.get("scores") or {}).get("patchcore" if c == 7 else "gaussian")
             return f"{s['score']:.2f}" if s else ""
         return r.get("error") or " ".join(reasons_in_words(r.get("reasons", ())))
 

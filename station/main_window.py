@@ -524,7 +524,7 @@ class MainWindow(QMainWindow):
         QMessageBox.information(self, "Log files", f"The station writes its log to:\n{self.context.log_dir}")
 
     def show_about(self) -> None:
-        QMessageBox.about(self, "About", "Inspection station\nPatchCore + autoencoder anomaly detection, offline.")
+        QMessageBox.about(self, "About", "Inspection station\nPatchCore + Gaussian anomaly detection, offline.")
 
     def _keep(self, dialog) -> None:
         self._dialogs.append(dialog)

@@ -18,7 +18,7 @@ from typing import Iterable, Mapping
 from core.atomic import write_bytes_atomic
 from station.workflow_text import ALL_MODELS, MODEL_NAMES, reasons_in_words
 
-CSV_COLUMNS = ["path", "verdict", "patchcore", "autoencoder", "classifier", "fused", "reasons",
+CSV_COLUMNS = ["path", "verdict", "patchcore", "gaussian", "classifier", "fused", "reasons",
                "latency_ms", "heatmap", "error"]
 
 

@@ -6,7 +6,7 @@ set, and exits 0 only when all of this worked:
 1. the main window starts with the demo source and shows camera frames;
 2. a demo recipe is ready (the one bundled with the frozen app, copied in as on a first start; or,
    from a source tree, the station's own first-run training) and runs on ONNX Runtime;
-3. the live pipeline judges demo parts with both models (PatchCore and the autoencoder: a score
+3. the live pipeline judges demo parts with both models (PatchCore and the Gaussian model: a score
    and a map each) and a heatmap overlay, N times in continuous mode;
 4. one triggered inspection is recorded: its row is in the temporary results store (read back
    after the store is closed) with its image and heatmap files;
@@ -261,7 +261,7 @@ class LiveCheck:
     def _check_result(self, result, what: str) -> None:
         insp = result.inspection
         models = {s.model for s in insp.verdict.scores}
-        for m in ("patchcore", "autoencoder"):
+        for m in ("patchcore", "gaussian"):
             if m not in models:
                 self._fail(f"{what}: no {m} score (scores: {sorted(models)})")
             amap = insp.maps.get(m)
@@ -360,7 +360,7 @@ def check_recorded(store_path: Path, row: int | None, report: dict) -> None:
         "image": bool(rec.get("image_path")), "heatmap": bool(rec.get("heatmap_path")),
         "rows_in_store": total,
     }
-    for m in ("patchcore", "autoencoder"):
+    for m in ("patchcore", "gaussian"):
         if m not in scores:
             failures.append(f"the recorded inspection has no {m} score")
     for key in ("image_path", "heatmap_path"):
@@ -377,7 +377,7 @@ def check_recorded(store_path: Path, row: int | None, report: dict) -> None:
 
 
 def check_training(root: Path, report: dict) -> None:
-    """Train a small recipe with labelled defects (torch: projection, PatchCore, autoencoder and the
+    """Train a small recipe with labelled defects (torch: projection, PatchCore, Gaussian model and the
     classifier with Grad-CAM; ONNX export), save it, load it back (hashes verified) and inspect a
     good and a defective part with it on ONNX Runtime."""
     from core.demo import PartGenerator
@@ -405,7 +405,7 @@ def check_training(root: Path, report: dict) -> None:
     }
     if inspector.backend != "onnx":
         report["failures"].append(f"the freshly trained recipe runs on {inspector.backend}: {inspector.fallback_reason}")
-    wanted = {"patchcore", "autoencoder", "classifier"}
+    wanted = {"patchcore", "gaussian", "classifier"}
     if set(recipe.models) != wanted:
         report["failures"].append(f"the freshly trained recipe has models {recipe.models}, not {sorted(wanted)}")
     for insp in (good_part, bad_part):

@@ -1,11 +1,16 @@
-"""Threshold what-if: move one model's limit and see which stored parts would change verdict.
+"""Threshold what-if: other budgets, or one score's limits moved, and which stored parts would change.
 
 For the chosen recipe version, every stored inspection's raw model scores are scored again with
-``core.fusion.model_score`` and fused with ``core.fusion.fuse``, the chosen model's threshold
-scaled by a factor (1.0 = the current limit; its uncertainty band scales with it, so the band keeps
-its width relative to the limit). Shown: the verdict transitions (PASS→REVIEW: 3, ...) and, among
-parts an operator confirmed good, how many would be rejected or sent to review (and among confirmed
-defects, how many would pass). "Apply" saves a NEW recipe version; the old one is never changed.
+``core.fusion.model_score`` and fused with ``core.fusion.fuse`` under new limits:
+
+* **budgets**: the false-reject budget (good parts auto-FAILed) and the review budget (good parts
+  sent to REVIEW) set every limit again from the recipe's held-out good scores, as training does;
+* **factor**: the chosen score's PASS and FAIL limits (the combined score's, or one model's) scaled
+  together (1.0 = as the budgets set them).
+
+Shown: the verdict transitions (PASS→REVIEW: 3, ...) and, among parts an operator confirmed good,
+how many would be rejected or sent to review (and among confirmed defects, how many would pass).
+"Apply" saves a NEW recipe version; the old one is never changed.
 """
 from __future__ import annotations
 
@@ -18,11 +23,11 @@ import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QDialog, QDoubleSpinBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
-    QLineEdit, QPushButton, QSlider, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QLineEdit, QPushButton, QSlider, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from core.calibration import Threshold, expected_false_reject
-from core.fusion import fuse, model_score
+from core.calibration import CalibrationError, Threshold, expected_false_reject, fit_threshold
+from core.fusion import Fusion, fuse, model_score
 from core.recipe import Recipe
 from station.context import StationContext
 from station.tasks import Task
@@ -82,25 +87,55 @@ def _expected_false_reject(good_scores: np.ndarray | None, high: float, fallback
 
 def scaled_threshold(thr: Threshold, factor: float, good_scores: np.ndarray | None = None,
                      from_version: int | None = None) -> Threshold:
-    """The threshold times ``factor``, band included (so the band keeps its relative width)."""
+    """The limits times ``factor`` (PASS and FAIL limits and the FAIL limit's band together)."""
     f = float(factor)
-    high = thr.high * f
     note = f"manual x{f:.3f}" + (f" of v{from_version}" if from_version is not None else "")
-    return replace(thr, value=thr.value * f, low=thr.low * f, high=high, method=f"{thr.method}; {note}",
-                   expected_false_reject=_expected_false_reject(good_scores, high, thr.expected_false_reject))
+    value = thr.value * f
+    return replace(thr, value=value, low=thr.low * f, high=thr.high * f, pass_limit=thr.pass_limit * f,
+                   method=f"{thr.method}; {note}",
+                   expected_false_reject=_expected_false_reject(good_scores, value, thr.expected_false_reject))
 
 
-def simulate(records: list[StoredScores], thresholds: dict[str, Threshold], model: str, factor: float) -> WhatIfResult:
-    """Re-run the verdict rules on stored raw scores with ``model``'s threshold scaled by ``factor``."""
+def budget_limits(recipe: Recipe, budget: float, review_budget: float) -> tuple[dict[str, Threshold], Fusion | None]:
+    """Every limit set again from the recipe's held-out good scores at these budgets."""
+    thresholds = {}
+    for m in recipe.models:
+        good = recipe.calibration_scores(m)
+        thresholds[m] = (fit_threshold(good, budget, review_budget) if good is not None and good.size >= 3
+                         else recipe.threshold(m))
+    fusion = recipe.fusion
+    fused = recipe.calibration_scores("fused")
+    if fusion is not None and fused is not None and fused.size >= 3:
+        fusion = fusion.with_threshold(fit_threshold(fused, budget, review_budget))
+    return thresholds, fusion
+
+
+def scaled_limits(thresholds: dict[str, Threshold], fusion: Fusion | None, score: str, factor: float,
+                  recipe: Recipe | None = None) -> tuple[dict[str, Threshold], Fusion | None]:
+    """``score``'s limits ("fused" or a model) scaled by ``factor``; the rest unchanged."""
+    if math.isclose(factor, 1.0):
+        return thresholds, fusion
+    good = recipe.calibration_scores(score) if recipe is not None else None
+    version = recipe.version if recipe is not None else None
+    if score == "fused":
+        if fusion is None or fusion.threshold is None:
+            return thresholds, fusion
+        return thresholds, fusion.with_threshold(scaled_threshold(fusion.threshold, factor, good, version))
     changed = dict(thresholds)
-    changed[model] = scaled_threshold(thresholds[model], factor)
+    changed[score] = scaled_threshold(thresholds[score], factor, good, version)
+    return changed, fusion
+
+
+def simulate(records: list[StoredScores], thresholds: dict[str, Threshold], fusion: Fusion | None,
+             factor: float = 1.0) -> WhatIfResult:
+    """Re-run the verdict rules on stored raw scores under these limits (``factor``: for the report)."""
     out = WhatIfResult(factor=float(factor))
     for rec in records:
         if any(m not in rec.raw for m in thresholds):
             out.skipped += 1
             continue
-        scores = [model_score(m, rec.raw[m], changed[m]) for m in thresholds]
-        new = fuse(scores, ("unfamiliar input",) if rec.unfamiliar else ()).decision.value
+        scores = [model_score(m, rec.raw[m], thresholds[m]) for m in thresholds]
+        new = fuse(scores, fusion, ("unfamiliar input",) if rec.unfamiliar else ()).decision.value
         old = rec.decision
         out.total += 1
         out.before[old] += 1
@@ -147,6 +182,18 @@ class WhatIfDialog(QDialog):
 
         self.recipe_label = QLabel("Loading…")
         scale_font(self.recipe_label, 1.2, bold=True)
+        self.fail_budget = QSpinBox()
+        self.fail_budget.setRange(20, 100_000)
+        self.fail_budget.setPrefix("1 good part in ")
+        self.fail_budget.setSuffix(" auto-FAILed")
+        self.review_budget = QSpinBox()
+        self.review_budget.setRange(2, 1000)
+        self.review_budget.setPrefix("1 good part in ")
+        self.review_budget.setSuffix(" sent to REVIEW")
+        for box in (self.fail_budget, self.review_budget):
+            scale_font(box, 1.1)
+            box.setEnabled(False)
+            box.valueChanged.connect(self._factor_changed)
         self.model_combo = QComboBox()
         self.model_combo.currentIndexChanged.connect(self._model_changed)
         self.slider = QSlider(Qt.Orientation.Horizontal)
@@ -193,7 +240,9 @@ class WhatIfDialog(QDialog):
 
         form = QFormLayout()
         form.addRow("Recipe:", self.recipe_label)
-        form.addRow("Check:", self.model_combo)
+        form.addRow("False-reject budget:", self.fail_budget)
+        form.addRow("Review budget:", self.review_budget)
+        form.addRow("Score:", self.model_combo)
         limit = QHBoxLayout()
         limit.addWidget(self.slider, 1)
         limit.addWidget(self.spin)
@@ -238,17 +287,53 @@ class WhatIfDialog(QDialog):
     def busy(self) -> bool:
         return self._runner.busy() or self._debounce.isActive() or self._saver is not None
 
+    def budgets(self) -> tuple[float, float]:
+        """(false-reject budget, review budget) as probabilities."""
+        return 1.0 / self.fail_budget.value(), 1.0 / self.review_budget.value()
+
+    def _recipe_budgets(self) -> tuple[int, int]:
+        t = self.recipe.manifest.get("training", {}) if self.recipe is not None else {}
+        fr, rv = t.get("false_reject_budget") or 0.005, t.get("review_budget") or 0.1
+        return int(round(1.0 / fr)), int(round(1.0 / rv))
+
+    def budgets_changed(self) -> bool:
+        return self.recipe is not None and (self.fail_budget.value(), self.review_budget.value()) != self._recipe_budgets()
+
+    def limits(self) -> tuple[dict[str, Threshold], Fusion | None]:
+        """The limits the dialog shows: from the budgets (when changed), the chosen score scaled."""
+        recipe = self.recipe
+        if self.budgets_changed():
+            try:
+                thresholds, fusion = budget_limits(recipe, *self.budgets())
+            except CalibrationError:
+                thresholds, fusion = {m: recipe.threshold(m) for m in recipe.models}, recipe.fusion
+        else:
+            thresholds, fusion = {m: recipe.threshold(m) for m in recipe.models}, recipe.fusion
+        return scaled_limits(thresholds, fusion, self.model(), self.factor(), recipe)
+
     def new_threshold(self) -> Threshold:
-        m = self.model()
-        good = self.recipe.tensors.get(f"calibration.{m}")
-        return scaled_threshold(self.recipe.threshold(m), self.factor(), good, self.recipe.version)
+        thresholds, fusion = self.limits()
+        return fusion.threshold if self.model() == "fused" else thresholds[self.model()]
+
+    def changed(self) -> bool:
+        return self.budgets_changed() or abs(self.factor() - 1.0) > 1e-9
 
     def apply(self) -> None:
-        if self.recipe is None or self._saver is not None or abs(self.factor() - 1.0) < 1e-9:
+        if self.recipe is None or self._saver is not None or not self.changed():
             return
         m, f = self.model(), self.factor()
-        note = self.note_edit.text().strip() or f"What-if: {model_name(m)} limit x{f:.2f} of v{self.recipe.version}"
-        new = self.recipe.with_thresholds({m: self.new_threshold()}, note)
+        fr, rv = self.fail_budget.value(), self.review_budget.value()
+        what = [f"budgets 1 in {fr} FAIL, 1 in {rv} REVIEW"] if self.budgets_changed() else []
+        if abs(f - 1.0) > 1e-9:
+            what.append(f"{model_name(m)} limits x{f:.2f}")
+        note = self.note_edit.text().strip() or f"What-if: {', '.join(what)} of v{self.recipe.version}"
+        thresholds, fusion = self.limits()
+        changes = dict(thresholds)
+        if fusion is not None and fusion.threshold is not None:
+            changes["fused"] = fusion.threshold
+        new = self.recipe.with_thresholds(changes, note)
+        if self.budgets_changed():
+            new.manifest["training"]["false_reject_budget"], new.manifest["training"]["review_budget"] = self.budgets()
         root = self.context.recipes_root
         self._saver = Task(lambda progress, cancelled: (new.save(root), new.version)[1])
         self._saver.succeeded.connect(self._saved)
@@ -278,9 +363,17 @@ class WhatIfDialog(QDialog):
             self.recipe_label.setText(f"{self.recipe.label}  —  {len(self.records)} stored inspections{newest}, "
                                       f"{reviewed} confirmed by an operator")
             self.model_combo.blockSignals(True)
+            if self.recipe.fusion is not None and self.recipe.fusion.threshold is not None:
+                self.model_combo.addItem("Combined score (decides the verdict)", "fused")
             for m in self.recipe.models:
                 self.model_combo.addItem(model_name(m), m)
             self.model_combo.blockSignals(False)
+            fr, rv = self._recipe_budgets()
+            for box, v in ((self.fail_budget, fr), (self.review_budget, rv)):
+                box.blockSignals(True)
+                box.setValue(v)
+                box.setEnabled(True)
+                box.blockSignals(False)
             self._model_changed()
         else:
             self.result = value
@@ -299,11 +392,11 @@ class WhatIfDialog(QDialog):
         self.slider.setValue(int(round(self.spin.value() * 100)))
         self.slider.blockSignals(False)
         if self.recipe is not None and self.model():
-            thr = self.recipe.threshold(self.model())
-            f = self.factor()
-            lo, hi = thr.band
-            self.limit_label.setText(f"{model_name(self.model())} limit {thr.value:.4g} → {thr.value * f:.4g}; "
-                                     f"unsure between {lo * f:.2f}× and {hi * f:.2f}× the current limit.")
+            m = self.model()
+            old = self.recipe.fusion.threshold if m == "fused" else self.recipe.threshold(m)
+            new = self.new_threshold()
+            self.limit_label.setText(f"{model_name(m)}: PASS below {old.pass_limit:.4g} → {new.pass_limit:.4g}, "
+                                     f"FAIL from {old.value:.4g} → {new.value:.4g}.")
         self.apply_button.setEnabled(False)
         self._debounce.start()
 
@@ -311,8 +404,9 @@ class WhatIfDialog(QDialog):
         if self.recipe is None or not self.model():
             return
         records, m, f = self.records, self.model(), self.factor()
-        thresholds = {name: self.recipe.threshold(name) for name in self.recipe.models}
-        self._runner.request(("sim", m, f), lambda progress, cancelled: simulate(records, thresholds, m, f))
+        thresholds, fusion = self.limits()
+        key = ("sim", m, f, self.fail_budget.value(), self.review_budget.value())
+        self._runner.request(key, lambda progress, cancelled: simulate(records, thresholds, fusion, f))
 
     def _show(self, r: WhatIfResult) -> None:
         rows = sorted(r.transitions.items(), key=lambda kv: (DECISIONS.index(kv[0][0]), DECISIONS.index(kv[0][1])))
@@ -339,16 +433,17 @@ class WhatIfDialog(QDialog):
         if r.skipped:
             lines.append(f"{r.skipped} stored results lack a score for every check and were left out.")
         thr = self.new_threshold()
-        if not math.isclose(r.factor, 1.0):
-            lines.append("Estimate from the calibration parts: with the new limit "
-                         + one_in_words(thr.expected_false_reject, "would score above the unsure band") + ".")
+        if self.changed():
+            lines.append("Estimate from the calibration parts: with the new limits "
+                         + one_in_words(thr.expected_false_reject, f"would reach the {model_name(self.model())} "
+                                                                   "FAIL limit") + ".")
         self.good_label.setText("\n".join(lines))
-        self.apply_button.setEnabled(self._saver is None and not math.isclose(r.factor, 1.0))
+        self.apply_button.setEnabled(self._saver is None and self.changed())
 
     def _saved(self, version: int) -> None:
         log.info("What-if: saved %s version %d", self.recipe.product, version)
-        self._say(f"Saved as {self.recipe.product} version {version}. Version {self.recipe.version} is unchanged; "
-                  "choose the version to use in the station settings.", "ok")
+        self._say(f"Saved as {self.recipe.product} version {version}. Version {self.recipe.version} is kept as it "
+                  "was; choose the version to inspect with in Recipe > Choose recipe (Ctrl+R).", "ok")
         self.recipe_saved.emit(self.recipe.product, int(version))
 
     def _save_finished(self) -> None:

@@ -8,8 +8,8 @@ import re
 
 from core.types import Decision, ModelState, Reason, Verdict
 
-MODEL_NAMES = {"patchcore": "PatchCore", "autoencoder": "the autoencoder", "classifier": "the defect classifier"}
-MODEL_LABELS = {"patchcore": "PatchCore", "autoencoder": "Autoencoder", "classifier": "Defect classifier"}
+MODEL_NAMES = {"patchcore": "PatchCore", "gaussian": "the Gaussian model", "classifier": "the defect classifier"}
+MODEL_LABELS = {"patchcore": "PatchCore", "gaussian": "Gaussian", "classifier": "Defect classifier"}
 
 HEADLINES = {
     Decision.PASS: "PASS",
@@ -24,7 +24,8 @@ ACTIONS = {
 }
 
 # notes the fusion rules write from the reason codes: we say the same thing in our own words
-_FUSION_NOTE = re.compile(r"^(.+ is near its threshold|.+ found a defect; .+ did not)$")
+_FUSION_NOTE = re.compile(r"^(.+ is near its threshold|.+ found a defect; .+ did not|"
+                          r"the combined score is between its PASS and FAIL limits)$")
 
 
 def model_name(model: str, capital: bool = False) -> str:
@@ -57,11 +58,14 @@ def explain(verdict: Verdict) -> list[str]:
             f"{_join(normal)} did not — please check."
         )
     if Reason.NEAR_THRESHOLD in reasons:
+        lo = verdict.fused_band[0]
+        out.append(
+            f"The combined score ({verdict.fused:.2f} × FAIL limit) is between the PASS limit ({lo:.2f}) "
+            "and the FAIL limit (1.00): too close to call — please check."
+        )
         for s in near:
-            out.append(
-                f"{model_name(s.model, True)} is close to its limit "
-                f"({s.score:.2f} × limit, unsure between {s.band[0]:.2f} and {s.band[1]:.2f}) — please check."
-            )
+            out.append(f"{model_name(s.model, True)} is between its limits ({s.score:.2f} × FAIL limit, "
+                       f"PASS below {s.band[0]:.2f}).")
     if Reason.AGREE_DEFECT in reasons:
         out.append("Both models found a defect; the outlined area is the most unusual one."
                    if len(verdict.scores) == 2 else "Every model found a defect; see the outlined area.")

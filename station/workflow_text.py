@@ -5,20 +5,20 @@ import datetime as _dt
 import math
 from typing import Iterable
 
-MODEL_NAMES = {"patchcore": "PatchCore", "autoencoder": "Autoencoder", "classifier": "Classifier"}
-ALL_MODELS = ("patchcore", "autoencoder", "classifier")
+MODEL_NAMES = {"patchcore": "PatchCore", "gaussian": "Gaussian", "classifier": "Classifier", "fused": "Combined"}
+ALL_MODELS = ("patchcore", "gaussian", "classifier")
 
 
 REASON_TEXT = {
     "agree_normal": "Both checks see a normal part.",
     "agree_defect": "Both checks found a defect.",
     "models_disagree": "The checks disagree: one found a defect, the other did not.",
-    "near_threshold": "A score is close to its limit, so the station is not sure.",
+    "near_threshold": "The combined score is between the PASS and FAIL limits, so the station is not sure.",
     "unfamiliar_input": "The part does not look like the trained product "
                         "(wrong product, position or lighting?).",
 }
 # Notes the fusion writes for reasons that REASON_TEXT and the score line already explain.
-_REDUNDANT_NOTES = (" is near its threshold", " found a defect; ")
+_REDUNDANT_NOTES = (" is near its threshold", " found a defect; ", "the combined score is between")
 
 STATE_WORDS = {"normal": "normal", "uncertain": "unsure", "defect": "defect"}
 

@@ -20,9 +20,9 @@ RAW = {"PASS": (0.5, 0.4), "FAIL": (2.0, 1.8), "REVIEW": (1.6, 0.5)}  # REVIEW: 
 
 def make_inspection(decision: str = "PASS", frame_id: int = 0, shape=(32, 32), source: str = "test") -> Inspection:
     a, b = RAW[decision]
-    verdict = fuse([model_score("patchcore", a, THRESHOLD), model_score("autoencoder", b, THRESHOLD)])
+    verdict = fuse([model_score("patchcore", a, THRESHOLD), model_score("gaussian", b, THRESHOLD)])
     assert verdict.decision.value == decision
-    maps = {"patchcore": np.full(shape, a, np.float32), "autoencoder": np.full(shape, b, np.float32)}
+    maps = {"patchcore": np.full(shape, a, np.float32), "gaussian": np.full(shape, b, np.float32)}
     region = None if decision == "PASS" else (2, 2, 8, 8)
     return Inspection(verdict=verdict, maps=maps, region=region, image_shape=tuple(shape), latency_ms=1.0,
                       recipe="fake", recipe_version=1, source=source, frame_id=frame_id)

@@ -8,7 +8,6 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
-import core.fitting
 from station import demo_recipe
 from station.context import DEMO_PRODUCT, StationContext
 from station.main_window import MainWindow
@@ -23,7 +22,6 @@ def fresh_station(tmp_path, monkeypatch, qtbot):
     monkeypatch.setenv("STATION_CONFIG_DIR", str(config))
     monkeypatch.setattr(demo_recipe, "DEMO_PARTS", 10)
     monkeypatch.setattr(demo_recipe, "DEMO_SIZE", (64, 64))
-    monkeypatch.setattr(core.fitting, "ae_steps", lambda n: 4)  # a short autoencoder fit
     ctx = StationContext()
     win = MainWindow(ctx)
     qtbot.addWidget(win)
@@ -52,7 +50,7 @@ def test_first_run_builds_the_demo_recipe_while_showing_the_demo(fresh_station, 
     assert recipe.manifest["training"]["n_good"] == 10
     assert frames_before_ready[0] > 0  # the live view showed demo frames during training
     names = [s for s, _ in stages]
-    assert "Generating demo parts" in names and "Training autoencoder" in names
+    assert "Generating demo parts" in names and "Fitting Gaussian model" in names
     fracs = [f for _, f in stages]
     assert fracs == sorted(fracs) and fracs[-1] == 1.0
     assert not win.task_bar.isVisible()

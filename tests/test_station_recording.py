@@ -37,7 +37,7 @@ def test_review_parts_keep_image_heatmap_and_maps_with_their_row(context):
     assert row["decision"] == "REVIEW" and row["mode"] == "continuous"
     assert row["image_path"] == out.image_path and Path(out.image_path).is_file()
     assert Path(row["heatmap_path"]).is_file()
-    assert set(load_maps(out.image_path)) == {"patchcore", "autoencoder"}
+    assert set(load_maps(out.image_path)) == {"patchcore", "gaussian"}
     assert [r["id"] for r in context.store.pending_reviews()] == [out.inspection_id]
 
 
@@ -51,7 +51,7 @@ def test_artifacts_keep_the_original_file_bytes_when_given(context):
     insp = make_inspection("FAIL", shape=(24, 32))
     kept, heat = context.save_artifacts(insp, decode_image(jpeg), stem="from_file", original=jpeg)
     assert kept.endswith("from_file.jpg") and Path(kept).read_bytes() == jpeg  # as it came, not re-encoded
-    assert Path(heat).is_file() and set(load_maps(kept)) == {"patchcore", "autoencoder"}
+    assert Path(heat).is_file() and set(load_maps(kept)) == {"patchcore", "gaussian"}
     made, _ = context.save_artifacts(insp, image, stem="from_camera")
     assert made.endswith("from_camera.png") and np.array_equal(load_image(made), image)
 
@@ -94,7 +94,7 @@ def test_a_full_disk_still_records_the_verdict_and_says_so(context, monkeypatch)
 
 def test_reasons_in_operator_words():
     disagree = explain(make_inspection("REVIEW").verdict)
-    assert disagree == ["The two models disagree: PatchCore found a defect, the autoencoder did not — please check."]
+    assert disagree == ["The two models disagree: PatchCore found a defect, the Gaussian model did not — please check."]
     assert explain(make_inspection("PASS").verdict) == ["Both models see a good part."]
     assert "Both models found a defect" in explain(make_inspection("FAIL").verdict)[0]
 

@@ -17,7 +17,7 @@ from station_helpers import make_inspection
 
 
 def test_calibration_histogram_is_normalised_by_the_threshold(tiny_recipe):
-    for model in ("patchcore", "autoencoder"):
+    for model in ("patchcore", "gaussian"):
         scores = calibration_scores(tiny_recipe, model)
         raw = tiny_recipe.tensors[f"calibration.{model}"]
         assert np.allclose(scores * tiny_recipe.threshold(model).value, raw)
@@ -29,7 +29,7 @@ def test_charts_coalesce_updates_and_keep_a_bounded_history(qtbot, tiny_recipe):
     qtbot.addWidget(charts)
     charts.show()
     charts.set_recipe(tiny_recipe)
-    assert set(charts.models) == {"patchcore", "autoencoder"}
+    assert set(charts.models) == {"patchcore", "gaussian"}
     qtbot.wait(150)
     before = charts.redraws
     t0 = time.perf_counter()

@@ -64,7 +64,7 @@ def test_batch_with_corrupt_files_table_store_and_exports(qtbot, ctx, batch_fold
                 assert r.verdict == "" and r.thumbnail is None
             else:
                 assert r.verdict in ("PASS", "FAIL", "REVIEW") and r.thumbnail.startswith(b"\x89PNG")
-                assert set(r.scores) == {"patchcore", "autoencoder"}
+                assert set(r.scores) == {"patchcore", "gaussian"}
         assert any(rows[f"defect_{i}.png"].verdict != "PASS" for i in range(3))
 
         # the store has every file, errors included, as batch results; REVIEW parts kept artefacts

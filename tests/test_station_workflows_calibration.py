@@ -12,16 +12,12 @@ from core.demo import PartGenerator  # noqa: E402
 from core.images import save_image_atomic  # noqa: E402
 from core.trainer import TrainConfig  # noqa: E402
 
-CONFIG = TrainConfig(size=128, min_good=10, ae_folds=2)
+CONFIG = TrainConfig(size=128, min_good=10, gaussian_folds=2, synthetic_per_image=1)
 
 
 @pytest.fixture
-def fast_training(monkeypatch):
-    """The wizard is under test, not the autoencoder: a few optimiser steps are enough."""
-    import core.fitting as fitting
-
-    monkeypatch.setattr(fitting, "AE_MIN_STEPS", 4)
-    monkeypatch.setattr(fitting, "AE_MAX_STEPS", 4)
+def fast_training():
+    """The wizard is under test, not the models: CONFIG keeps training short (two folds, few defects)."""
 
 
 @pytest.fixture
@@ -77,11 +73,12 @@ def test_calibrate_from_folder_and_save(qtbot, ctx, good_folder, fast_training):
     assert recipe.roi == (8, 8, 112, 112) and recipe.ignore_zones == [(10, 100, 20, 10)]
     assert recipe.threshold("patchcore").budget == pytest.approx(1 / 500)
     page = wiz.result_page
-    assert "about 1 good part in 500 will be sent to review or rejected" in page.headline.text().lower()
+    assert "about 1 good part in 500 will be auto-failed and 1 in 10 sent to review" in page.headline.text().lower()
+    assert "synthetic-defect check" in page.details.text().lower() and "framing" in page.details.text().lower()
     edges, counts = page.histograms["patchcore"]
     assert counts.sum() == len(recipe.tensors["calibration.patchcore"])
-    assert "autoencoder" in page.histograms
-    assert "PatchCore: limit" in page.details.text()
+    assert "gaussian" in page.histograms and "fused" in page.histograms
+    assert "PatchCore: PASS below" in page.details.text() and "Combined score" in page.details.text()
     assert wiz.buttonText(QWizard.WizardButton.FinishButton) == "Save recipe"
 
     with qtbot.waitSignal(wiz.recipe_saved, timeout=30000) as sig:

@@ -9,7 +9,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QDate  # noqa: E402
 
-from workflow_helpers import FAIL_RAW, PASS_RAW, REVIEW_RAW, THRESHOLDS, inspection_from_raw  # noqa: E402
+from workflow_helpers import FAIL_RAW, FUSION, PASS_RAW, REVIEW_RAW, THRESHOLDS, inspection_from_raw  # noqa: E402
 
 DAY = dt.datetime(2024, 5, 2, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -74,28 +74,46 @@ def test_history_filters_and_pages(qtbot, ctx):
 
 
 def test_simulate_counts_transitions():
-    from station.whatif import StoredScores, simulate
+    from station.whatif import StoredScores, scaled_limits, simulate
+
+    def rec(i, pc, g=None, **kw):
+        raw = {"patchcore": pc} if g is None else {"patchcore": pc, "gaussian": g}
+        decision = inspection_from_raw(raw).decision.value if g is not None else "PASS"
+        return StoredScores(i, "REVIEW" if kw.get("unfamiliar") else decision, raw, **kw)
 
     recs = [
-        StoredScores(1, "PASS", {"patchcore": 5.0, "autoencoder": 50.0}),
-        StoredScores(2, "REVIEW", {"patchcore": 10.5, "autoencoder": 50.0}),
-        StoredScores(3, "FAIL", {"patchcore": 12.0, "autoencoder": 150.0}),
-        StoredScores(4, "FAIL", {"patchcore": 15.0, "autoencoder": 150.0}),
-        StoredScores(5, "REVIEW", {"patchcore": 12.0, "autoencoder": 50.0}),
-        StoredScores(6, "REVIEW", {"patchcore": 10.0, "autoencoder": 50.0}, review="good"),
-        StoredScores(7, "REVIEW", {"patchcore": 5.0, "autoencoder": 50.0}, unfamiliar=True),
-        StoredScores(8, "PASS", {"patchcore": 5.0}),  # no autoencoder score: left out
-        StoredScores(9, "PASS", {"patchcore": 8.0, "autoencoder": 50.0}),
+        rec(1, 5.0, 50.0),     # fused 1.0: PASS whatever the factor
+        rec(2, 8.0, 80.0),     # fused 1.6: REVIEW (between 1.6 and 1.9)
+        rec(3, 9.5, 95.0),     # fused 1.9: FAIL, no model sure it is good
+        rec(4, 15.0, 150.0),   # fused 3.0: FAIL
+        rec(5, 10.5, 50.0),    # fused 1.55, but PatchCore at its FAIL limit: REVIEW (models disagree)
+        rec(6, 8.0, 80.0, review="good"),
+        rec(7, 5.0, 50.0, unfamiliar=True),
+        rec(8, 5.0),           # no Gaussian score: left out
+        rec(9, 7.0, 70.0),     # fused 1.4: PASS
     ]
-    same = simulate(recs, THRESHOLDS, "patchcore", 1.0)
+    assert [r.decision for r in recs[:7]] == ["PASS", "REVIEW", "FAIL", "FAIL", "REVIEW", "REVIEW", "REVIEW"]
+    same = simulate(recs, *scaled_limits(THRESHOLDS, FUSION, "fused", 1.0))
     assert same.changed == 0 and same.total == 8 and same.skipped == 1
-    up = simulate(recs, THRESHOLDS, "patchcore", 1.2)  # limit 12, unsure band 10.8 .. 13.2
-    assert dict(up.transitions) == {("REVIEW", "PASS"): 2, ("FAIL", "REVIEW"): 1}
+    up = simulate(recs, *scaled_limits(THRESHOLDS, FUSION, "fused", 1.2), 1.2)  # PASS below 1.92, FAIL from 2.28
+    assert dict(up.transitions) == {("REVIEW", "PASS"): 2, ("FAIL", "PASS"): 1}
     assert up.good_before["REVIEW"] == 1 and up.good_after["PASS"] == 1 and up.good_after["REVIEW"] == 0
-    down = simulate(recs, THRESHOLDS, "patchcore", 0.8)  # limit 8, band 7.2 .. 8.8
-    assert dict(down.transitions) == {("PASS", "REVIEW"): 1}  # 8.0 is now inside the band
-    assert down.after["REVIEW"] == 5  # 2, 5 and 6: the models disagree; 7: unfamiliar; 9: near the limit
+    down = simulate(recs, *scaled_limits(THRESHOLDS, FUSION, "fused", 0.8), 0.8)  # PASS below 1.28, FAIL from 1.52
+    assert dict(down.transitions) == {("PASS", "REVIEW"): 1}  # 1.4 is now between the limits
     assert down.after["FAIL"] == 2 and down.after["PASS"] == 1
+    # one model's limits scaled: PatchCore's FAIL limit at 12 no longer contradicts record 5
+    pc_up = simulate(recs, *scaled_limits(THRESHOLDS, FUSION, "patchcore", 1.2), 1.2)
+    assert ("REVIEW", "PASS") in pc_up.transitions
+
+
+def test_budget_limits_set_every_limit_again_from_the_held_out_scores(tiny_recipe):
+    from station.whatif import budget_limits
+
+    thresholds, fusion = budget_limits(tiny_recipe, 0.01, 0.2)
+    for m in tiny_recipe.models:
+        assert thresholds[m].budget == 0.01 and thresholds[m].review_budget == 0.2
+        assert thresholds[m].pass_limit <= tiny_recipe.threshold(m).pass_limit + 1e-9  # a larger review budget
+    assert fusion.threshold.budget == 0.01 and fusion.weights == tiny_recipe.fusion.weights
 
 
 def test_whatif_dialog_counts_and_apply_makes_new_version(qtbot, ctx, tiny_recipe_root):
@@ -104,10 +122,11 @@ def test_whatif_dialog_counts_and_apply_makes_new_version(qtbot, ctx, tiny_recip
     from station.whatif import WhatIfDialog
 
     shutil.copytree(tiny_recipe_root / "tiny", ctx.recipes_root / "tiny")
-    known = ctx.load_recipe("tiny", 1).with_thresholds(dict(THRESHOLDS), "known limits for the test")
-    known.save(ctx.recipes_root)  # v2 with patchcore 10 (band 9..11), autoencoder 100 (90..110)
-    raws = [PASS_RAW, {"patchcore": 10.5, "autoencoder": 50.0}, {"patchcore": 12.0, "autoencoder": 150.0},
-            FAIL_RAW, REVIEW_RAW]
+    known = ctx.load_recipe("tiny", 1).with_thresholds({**THRESHOLDS, "fused": FUSION.threshold},
+                                                        "known limits for the test")
+    known.manifest["fusion"] = FUSION.to_dict()
+    known.save(ctx.recipes_root)  # v2 with the limits of workflow_helpers
+    raws = [PASS_RAW, {"patchcore": 8.0, "gaussian": 80.0}, {"patchcore": 9.5, "gaussian": 95.0}, FAIL_RAW, REVIEW_RAW]
     ids = [ctx.store.add_inspection(inspection_from_raw(r, version=2)) for r in raws]
     ctx.store.add_inspection(inspection_from_raw(FAIL_RAW, version=1))  # another version: not counted
     ctx.store.add_error("x.png", "broken", recipe="tiny", recipe_version=2)
@@ -118,20 +137,21 @@ def test_whatif_dialog_counts_and_apply_makes_new_version(qtbot, ctx, tiny_recip
     qtbot.addWidget(dlg)
     try:
         qtbot.waitUntil(lambda: dlg.recipe is not None and not dlg.busy(), timeout=10000)
-        assert dlg.recipe.version == 2 and len(dlg.records) == 5
+        assert dlg.recipe.version == 2 and len(dlg.records) == 5 and dlg.model() == "fused"
         assert dlg.result.changed == 0 and not dlg.apply_button.isEnabled()
+        assert dlg.fail_budget.value() == 200 and dlg.review_budget.value() == 10
         dlg.slider.setValue(120)
         assert dlg.factor() == pytest.approx(1.2)
         qtbot.waitUntil(lambda: not dlg.busy() and dlg.result.factor == pytest.approx(1.2), timeout=10000)
         r = dlg.result
-        assert dict(r.transitions) == {("REVIEW", "PASS"): 2, ("FAIL", "REVIEW"): 1}
+        assert dict(r.transitions) == {("REVIEW", "PASS"): 1, ("FAIL", "PASS"): 1}
         assert dlg.table.rowCount() == 2
         cells = {(dlg.table.item(i, 0).text(), dlg.table.item(i, 1).text()): dlg.table.item(i, 2).text()
                  for i in range(2)}
-        assert cells == {("REVIEW", "PASS"): "2", ("FAIL", "REVIEW"): "1"}
-        assert "3 of 5 parts would change verdict" == dlg.changed_label.text()
+        assert cells == {("REVIEW", "PASS"): "1", ("FAIL", "PASS"): "1"}
+        assert "2 of 5 parts would change verdict" == dlg.changed_label.text()
         assert "confirmed GOOD: rejected (FAIL) 0 → 0, sent to review 1 → 0" in dlg.good_label.text()
-        assert "confirmed DEFECT: passed 0 → 0, sent to review 0 → 1" in dlg.good_label.text()
+        assert "confirmed DEFECT: passed 0 → 1, sent to review 0 → 0" in dlg.good_label.text()
 
         dlg.note_edit.setText("fewer reviews on line 2")
         with qtbot.waitSignal(dlg.recipe_saved, timeout=30000) as sig:
@@ -139,10 +159,10 @@ def test_whatif_dialog_counts_and_apply_makes_new_version(qtbot, ctx, tiny_recip
         assert sig.args == ["tiny", 3]
         qtbot.waitUntil(lambda: not dlg.busy(), timeout=10000)
         v3, v2 = ctx.load_recipe("tiny", 3), ctx.load_recipe("tiny", 2)
-        t = v3.threshold("patchcore")
-        assert (t.value, t.low, t.high) == pytest.approx((12.0, 10.8, 13.2))
-        assert v3.threshold("autoencoder") == v2.threshold("autoencoder")
-        assert v2.threshold("patchcore").value == pytest.approx(10.0)  # the old version is untouched
+        t = v3.fusion.threshold
+        assert (t.value, t.pass_limit) == pytest.approx((1.9 * 1.2, 1.6 * 1.2))
+        assert v3.threshold("gaussian") == v2.threshold("gaussian")
+        assert v2.fusion.threshold.value == pytest.approx(1.9)  # the old version is untouched
         assert v3.manifest["history"][-1]["note"] == "fewer reviews on line 2"
         assert v3.manifest["history"][-1]["from_version"] == 2
         assert "version 3" in dlg.status.text()

@@ -51,8 +51,8 @@ def test_g_and_d_store_decisions_oldest_first_and_teach_back(qtbot, ctx):
         wait_idle(qtbot, w)
         assert "Part" in w.view.view_captions()
         assert "PatchCore heatmap" in w.view.view_captions()
-        assert "Autoencoder heatmap" in w.view.view_captions()
-        assert "close to its limit" in w.view.reasons_label.text()
+        assert "Gaussian heatmap" in w.view.view_captions()
+        assert "disagree" in w.view.reasons_label.text()
 
         with qtbot.waitSignal(w.decision_recorded) as sig:
             qtbot.keyClick(w, Qt.Key.Key_G)
@@ -140,7 +140,7 @@ def test_retrain_uses_taught_and_original_images(qtbot, ctx, tiny_recipe_root, t
     def fake_train(good, defect=(), *, product, config, progress, cancel, parent, sources):
         seen.update(good=list(good), defect=list(defect), product=product, config=config,
                     parent=parent.version, sources=sources)
-        progress("Training autoencoder", 0.5)
+        progress("Fitting Gaussian model", 0.5)
         return load_recipe(tiny_recipe_root / "tiny" / "v0001")
 
     monkeypatch.setattr(tb, "train_recipe", fake_train)
@@ -179,13 +179,13 @@ def test_retrain_uses_taught_and_original_images(qtbot, ctx, tiny_recipe_root, t
 
         def slow_train(good, defect=(), *, progress, cancel, **kw):
             while not cancel():
-                progress("Training autoencoder", 0.4)
+                progress("Fitting Gaussian model", 0.4)
                 time.sleep(0.01)
             raise Cancelled()
 
         monkeypatch.setattr(tb, "train_recipe", slow_train)
         w.retrain_button.click()
-        qtbot.waitUntil(lambda: "Training autoencoder" in w.retrain_progress.format(), timeout=10000)
+        qtbot.waitUntil(lambda: "Fitting Gaussian model" in w.retrain_progress.format(), timeout=10000)
         w.retrain_cancel.click()
         qtbot.waitUntil(lambda: not w.retraining(), timeout=10000)
         assert "cancelled: nothing was saved" in w.status.text()

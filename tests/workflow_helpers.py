@@ -8,7 +8,7 @@ import numpy as np
 
 from core.calibration import Threshold
 from core.demo import PartGenerator
-from core.fusion import fuse, model_score
+from core.fusion import Fusion, fuse, model_score
 from core.types import Inspection
 
 
@@ -25,17 +25,21 @@ def make_context(tmp_path: Path, monkeypatch, recipes_from: Path | None = None):
     return ctx
 
 
-THRESHOLDS = {
-    "patchcore": Threshold(10.0, 9.0, 11.0, 0.005, 30, "test", 0.002, 8.0),
-    "autoencoder": Threshold(100.0, 90.0, 110.0, 0.005, 30, "test", 0.002, 80.0),
+THRESHOLDS = {  # FAIL limit, bootstrap band, budget, n, method, expected FR, good max, PASS limit, review budget, centre
+    "patchcore": Threshold(10.0, 9.5, 10.5, 0.005, 30, "test", 0.005, 8.0, 9.0, 0.1, 5.0),
+    "gaussian": Threshold(100.0, 95.0, 105.0, 0.005, 30, "test", 0.005, 80.0, 90.0, 0.1, 50.0),
 }
+# fused = mean of 1 + (raw - centre) / (FAIL - centre): 1 for a typical part, 2 at both FAIL limits;
+# PASS below 1.6, FAIL from 1.9
+FUSION = Fusion.from_thresholds(THRESHOLDS, {"patchcore": 1.0, "gaussian": 1.0}).with_threshold(
+    Threshold(1.9, 1.8, 2.0, 0.005, 30, "test", 0.005, 1.5, 1.6, 0.1, 1.0))
 
 
 def inspection_from_raw(raw: dict, recipe: str = "tiny", version: int = 1, shape=(96, 96),
-                        thresholds=THRESHOLDS, source: str = "cam") -> Inspection:
+                        thresholds=THRESHOLDS, source: str = "cam", fusion=FUSION) -> Inspection:
     """An Inspection whose verdict is what fusion makes of these raw scores (maps: a blob)."""
     scores = [model_score(m, raw[m], thresholds[m]) for m in thresholds]
-    verdict = fuse(scores)
+    verdict = fuse(scores, fusion)
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w]
     blob = np.exp(-(((yy - h / 3) ** 2 + (xx - w / 2) ** 2) / (2 * (h / 8) ** 2))).astype(np.float32)
@@ -45,9 +49,9 @@ def inspection_from_raw(raw: dict, recipe: str = "tiny", version: int = 1, shape
                       source=source, frame_id=1)
 
 
-REVIEW_RAW = {"patchcore": 10.2, "autoencoder": 50.0}  # patchcore inside its band -> REVIEW
-PASS_RAW = {"patchcore": 5.0, "autoencoder": 50.0}
-FAIL_RAW = {"patchcore": 15.0, "autoencoder": 150.0}
+REVIEW_RAW = {"patchcore": 10.2, "gaussian": 50.0}  # fused 1.52 passes, but PatchCore is at its FAIL limit -> REVIEW
+PASS_RAW = {"patchcore": 5.0, "gaussian": 50.0}
+FAIL_RAW = {"patchcore": 15.0, "gaussian": 150.0}
 
 
 def add_part(ctx, raw: dict, index: int = 0, keep: bool = True, **kw) -> int:
