@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench package clean-venv
+.PHONY: run test bench bench-accuracy package clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt packaging/requirements-package.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m training.bench
 	QT_QPA_PLATFORM=offscreen $(PY) -m training.bench_station --out docs/BENCHMARKS.md
+
+# accuracy on every MVTec-layout image set under ../shared/datasets, defaults and ablations (about an hour)
+bench-accuracy: $(STAMP)
+	$(PY) -m training.bench_accuracy --out docs/BENCHMARKS.md
 
 # dist/inspection-station-<version>-linux-x86_64.tar.gz (see docs/PACKAGING.md)
 package: $(STAMP)

@@ -33,10 +33,26 @@ def trained(dataset, tmp_path_factory):
 def test_train_saves_a_versioned_recipe_with_classifier(trained, capsys):
     r = load_recipe(trained)
     assert r.version == 1 and r.product == "widget"
-    assert set(r.models) == {"patchcore", "autoencoder", "classifier"}
+    assert set(r.models) == {"patchcore", "gaussian", "classifier"}
     summary = r.manifest["training"]["classifier"]
-    assert 0.0 <= summary["recall_at_threshold"] <= 1.0 and summary["tradeoff"]
-    assert set(r.onnx) == {"embedder", "scorer"}
+    assert 0.0 <= summary["recall_at_fail_limit"] <= summary["recall_at_pass_limit"] <= 1.0 and summary["tradeoff"]
+    assert r.onnx == {}
+    assert set(r.fusion.weights) == {"patchcore", "gaussian", "classifier"}
+
+
+def test_train_stores_the_budgets_it_was_given(tmp_path, dataset, capsys):
+    out = tmp_path / "r" / "b"
+    assert main(["train", "--good", str(dataset / "train" / "good"), "--out", str(out), "--size", "128",
+                 "--budget", "0.01", "--review-budget", "0.2"]) == 0
+    printed = capsys.readouterr().out
+    assert "budgets: 1 in 100 good parts auto-FAILed, 1 in 5 sent to REVIEW" in printed
+    assert "synthetic defects: AUROC" in printed and "framing:" in printed and "lighting:" in printed
+    r = load_recipe(out)
+    t = r.manifest["training"]
+    assert (t["false_reject_budget"], t["review_budget"]) == (0.01, 0.2)
+    assert r.threshold("patchcore").review_budget == 0.2 and r.fusion.threshold.budget == 0.01
+    assert main(["train", "--good", str(dataset / "train" / "good"), "--out", str(out),
+                 "--budget", "0.2", "--review-budget", "0.1"]) == 2  # the review budget must be the larger
 
 
 def test_train_refuses_too_few_images(tmp_path, capsys):
@@ -60,7 +76,7 @@ def test_inspect_writes_one_csv_row_per_file_and_goes_on_after_bad_files(trained
     rows = list(csv.DictReader(csv_path.open()))
     files = sorted(folder.iterdir())
     assert [r["path"] for r in rows] == [str(f) for f in files]
-    assert set(rows[0]) >= {"path", "verdict", "patchcore", "autoencoder", "classifier", "fused", "reasons", "latency_ms", "error"}
+    assert set(rows[0]) >= {"path", "verdict", "patchcore", "gaussian", "classifier", "fused", "reasons", "latency_ms", "error"}
     bad = {r["path"].rsplit("/", 1)[-1]: r["error"] for r in rows if r["error"]}
     assert set(bad) == {"zz_truncated.png", "zz_text.png", "zz_empty.jpg"}
     assert "truncated" in bad["zz_truncated.png"].lower() or "cut short" in bad["zz_truncated.png"].lower()
@@ -90,14 +106,40 @@ def test_evaluate_reports_the_documented_json(trained, dataset, tmp_path):
     s = report["summary"]
     for key in ("image_auroc", "pixel_auroc", "pro", "per_model", "escapes", "false_rejects", "review_rate"):
         assert key in s
-    assert set(s["per_model"]) == {"patchcore", "autoencoder", "classifier", "fused"}
+    assert set(s["per_model"]) == {"patchcore", "gaussian", "classifier", "fused"}
     assert len(report["images"]) == 4 + 3 * 2
     im = report["images"][0]
     assert set(im) >= {"path", "label", "defect_type", "scores", "verdict"}
-    assert set(im["scores"]) == {"patchcore", "autoencoder", "classifier", "fused"}
+    assert set(im["scores"]) == {"patchcore", "gaussian", "classifier", "fused"}
     assert {i["label"] for i in report["images"]} == {"good", "defect"}
     assert s["image_auroc"] > 0.9 and 0.5 < s["pixel_auroc"] <= 1.0 and 0.0 < s["pro"] <= 1.0
     assert s["escapes"] == sum(i["label"] == "defect" and i["verdict"] == "PASS" for i in report["images"])
+
+
+def test_evaluate_without_masks_reports_image_figures_only(dataset, tmp_path, capsys):
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(dataset, bare)
+    shutil.rmtree(bare / "ground_truth")
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--dataset", str(bare), "--json", str(out), "--size", "128"]) == 0
+    printed = capsys.readouterr().out
+    assert "no pixel masks: image figures only" in printed and "Traceback" not in printed
+    s = json.loads(out.read_text())["summary"]
+    assert s["has_masks"] is False and s["pixel_auroc"] is None and "pixel_auroc" not in s["per_model"]["patchcore"]
+    assert s["training"]["synthetic"]["n_defects"] > 0 and s["latency_ms_p50"] > 0 and s["recipe"]["bytes"] > 0
+
+
+def test_evaluate_train_defects_moves_labelled_defects_into_training(dataset, tmp_path):
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--dataset", str(dataset), "--json", str(out), "--train-defects", "1",
+                 "--size", "128"]) == 0
+    report = json.loads(out.read_text())
+    s = report["summary"]
+    assert s["train_defects_per_type"] == 1 and s["training"]["n_defect"] == 3  # one per defect type
+    assert len(report["images"]) == 4 + 3 * 2 - 3  # moved images are not scored
+    assert "classifier" in s["per_model"]
 
 
 def test_benchmark_prints_latency_throughput_and_memory(trained, dataset, capsys):

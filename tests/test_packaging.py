@@ -316,7 +316,7 @@ def test_installed_self_test_passes_offline(installed, network_block, tmp_path):
     assert listener.accepted == 1  # only the control without the block ever got through
     assert rep["frozen"] and rep["backend"] == "onnx" and rep["network"] == []
     assert rep["recipe_source"].startswith("bundled")
-    assert rep["recorded"]["heatmap"] and set(rep["recorded"]["scores"]) >= {"patchcore", "autoencoder"}
+    assert rep["recorded"]["heatmap"] and set(rep["recorded"]["scores"]) >= {"patchcore", "gaussian"}
     assert rep["training"]["backend"] == "onnx" and "classifier" in rep["training"]["models"]
     assert rep["images"] == {"png_decoder": "libpng (imagecodecs)", "png_8bit": True, "png_16bit": True}
     assert _tree(installed.prefix) == before, "the self-test wrote into the install folder"

@@ -13,7 +13,8 @@ Every measurement runs in its own process (so peak memory belongs to that step a
 * memory: peak RSS of a process that only loads the recipe and inspects;
 * accuracy: image / pixel AUROC, PRO and verdict quality on the bottle test set;
 * ablations: nearest-neighbour search (NumPy chunked BLAS, torch, faiss when installed), coreset
-  selection (ours vs PatchCore's random projection), autoencoder training (crops vs whole maps).
+  selection (ours vs PatchCore's random projection), bank width and size. The accuracy ablations
+  across products live in ``make bench-accuracy`` (``training.bench_accuracy``).
 
 The table is printed and written between markers in docs/BENCHMARKS.md, with the machine, the
 date and the command; other sections of that file are left alone.
@@ -168,14 +169,12 @@ def w_accuracy(dataset: str, recipe: str) -> dict:
 
 
 def w_ablations(dataset: str, recipe: str) -> dict:
-    """Nearest-neighbour backends, coreset methods and autoencoder schedules, measured side by side."""
+    """Nearest-neighbour backends, coreset methods and bank sizes, measured side by side."""
     import numpy as np
     import torch
 
-    from core import preprocess
     from core.coreset import greedy_coreset
     from core.engine import Inspector
-    from core.fitting import train_autoencoder
     from core.images import list_images, load_image
     from core.patchcore import PatchCore
     from core.recipe import load_recipe
@@ -187,12 +186,13 @@ def w_ablations(dataset: str, recipe: str) -> dict:
     root = Path(dataset)
     wh = rec.working_shape
 
+    from core import preprocess
+
     def feats_of(paths):
         out = []
         for p in paths:
-            im = load_image(p)
-            geo = preprocess.geometry(im.shape[:2], wh, None, None)
-            out.append(ins.features(preprocess.to_tensor(preprocess.crop_resize(im, geo)))[0])
+            working, _ = rec.framing.prepare(load_image(p))
+            out.append(ins.features(preprocess.to_tensor(working))[0])
         return np.stack(out)
 
     train_files = list_images([root / "train" / "good"])
@@ -211,6 +211,7 @@ def w_ablations(dataset: str, recipe: str) -> dict:
     ftr, fte = feats_of(train_files), feats_of(test_files)
     n, d, gh, gw = ftr.shape
     bank = ins.models.patchcore
+    bank = PatchCore(bank.memory[:, : bank.dim], bank.source)  # search and coreset compared without the position term
     k, dims = len(bank), bank.dim
     patches = np.ascontiguousarray(ftr[:, :dims].transpose(0, 2, 3, 1).reshape(-1, dims))
     ids = np.repeat(np.arange(n), gh * gw)
@@ -280,21 +281,6 @@ def w_ablations(dataset: str, recipe: str) -> dict:
         f"{d}_dims_{k_full}": {"nn_ms": timeit(lambda: big.nearest(qf)), **pc_quality(big)},
     }
 
-    # autoencoder: crops (default) vs whole maps, same steps
-    ae_out = {}
-    for name, crop in (("crops_16", 16), ("whole_maps", 10_000)):
-        t = time.perf_counter()
-        ae = train_autoencoder(ftr, ins.models.projection.variances, crop=crop)
-        secs = time.perf_counter() - t
-        with torch.no_grad():
-            err = ae(torch.from_numpy(fte)).numpy()[:, 0]
-        from core.anomaly_map import smooth_grid, upsample
-
-        maps = np.stack([upsample(smooth_grid(e, 8), wh) for e in err])
-        ae_out[name] = {"seconds": round(secs, 2),
-                        "image_auroc": round(metrics.image_auroc(labels, err.reshape(len(err), -1).max(1)), 4),
-                        "pixel_auroc": round(metrics.pixel_auroc(masks, maps), 4)}
-    out["autoencoder"] = ae_out
     return out
 
 
@@ -366,7 +352,7 @@ def render(r: dict, command: str) -> str:
         f"| PatchCore image AUROC | 1.000 | {acc['image_auroc']:.4f} |",
         f"| PatchCore pixel AUROC | >= 0.985 | {acc['pixel_auroc']:.4f} |",
         f"| PatchCore PRO (FPR <= 0.3) | reported | {acc['pro']:.4f} |",
-        f"| autoencoder image / pixel AUROC | reported | {pm['autoencoder']['image_auroc']:.4f} / {pm['autoencoder']['pixel_auroc']:.4f} |",
+        f"| Gaussian image / pixel AUROC | reported | {pm['gaussian']['image_auroc']:.4f} / {pm['gaussian']['pixel_auroc']:.4f} |",
         f"| fused image AUROC | reported | {acc['fused_image_auroc']:.4f} |",
         f"| escapes (defects auto-PASSed), of {acc['n_defect']} | 0 | {acc['escapes']} |",
         f"| false rejects (goods auto-FAILed), of {acc['n_good']} | <= 1 | {acc['false_rejects']} |",
@@ -394,7 +380,7 @@ def render(r: dict, command: str) -> str:
     ]
     if r.get("ablations"):
         a = r["ablations"]
-        nn, cs, ae, bw = a["nearest_neighbour"], a["coreset"], a["autoencoder"], a["bank_width"]
+        nn, cs, bw = a["nearest_neighbour"], a["coreset"], a["bank_width"]
         lines += [
             "",
             f"### Ablations (same features; {a['patches']} training patches, bank of {a['bank']} x {a['dims']} dims)",
@@ -412,10 +398,6 @@ def render(r: dict, command: str) -> str:
             dims_, bank_ = name.split("_dims_")
             used = " (used)" if int(dims_) == a["dims"] else " (PatchCore's 1 %)"
             lines.append(f"| memory bank | {dims_} dims x {bank_} patches{used} | {v['nn_ms']} ms search | {v['image_auroc']} | {v['pixel_auroc']} |")
-        lines += [
-            f"| autoencoder training (one model) | 16x16-cell crops (used) | {ae['crops_16']['seconds']} s | {ae['crops_16']['image_auroc']} | {ae['crops_16']['pixel_auroc']} |",
-            f"| | whole 32x32 maps | {ae['whole_maps']['seconds']} s | {ae['whole_maps']['image_auroc']} | {ae['whole_maps']['pixel_auroc']} |",
-        ]
     lines += ["", END]
     return "\n".join(lines)
 

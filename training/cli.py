@@ -55,7 +55,7 @@ def _box(text: str | None):
 
 def cmd_train(args) -> int:
     from core.images import ImageError, list_images
-    from core.trainer import TrainConfig, TrainingError, train_recipe
+    from core.trainer import TrainingError, train_recipe
 
     out = Path(args.out)
     if (out / "manifest.json").exists():
@@ -67,11 +67,7 @@ def cmd_train(args) -> int:
     except ImageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    config = TrainConfig(
-        backbone=args.backbone, size=args.size, roi=_box(args.roi),
-        ignore_zones=tuple(_box(z) for z in args.ignore or []),
-        false_reject_budget=args.budget, threads=args.threads, seed=args.seed,
-    )
+    config = _train_config(args, roi=_box(args.roi), ignore_zones=tuple(_box(z) for z in args.ignore or []))
     bar, update = _progress_bar(f"Training '{product}'")
     try:
         recipe = train_recipe(good, defect, product=product, config=config, progress=update,
@@ -87,15 +83,38 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _train_config(args, **extra):
+    from core.trainer import TrainConfig
+
+    return TrainConfig(
+        backbone=args.backbone, size=args.size, resolution=args.resolution, framing=args.framing,
+        normalise=args.lighting, false_reject_budget=args.budget, review_budget=args.review_budget,
+        threads=args.threads, seed=args.seed, **extra,
+    )
+
+
 def _print_recipe_summary(recipe, path) -> None:
     t = recipe.manifest["training"]
     print(f"Saved {recipe.label} to {path}")
     print(f"  trained on {t['n_good']} good / {t['n_defect']} defect images in {t['seconds']:.1f} s;"
           f" working size {recipe.working_shape[1]}x{recipe.working_shape[0]}")
-    for m in recipe.models:
-        thr = recipe.threshold(m)
-        print(f"  {m:12s} threshold {thr.value:.4g} (band {thr.low:.4g}..{thr.high:.4g}, "
-              f"{thr.n} held-out good images, budget 1 in {round(1 / thr.budget)})")
+    for key, why in (recipe.manifest.get("framing", {}).get("why") or {}).items():
+        print(f"  {key}: {why}")
+    print(f"  budgets: 1 in {round(1 / t['false_reject_budget'])} good parts auto-FAILed, "
+          f"1 in {round(1 / t['review_budget'])} sent to REVIEW")
+    fusion = recipe.fusion
+    for m in [*recipe.models, "fused"]:
+        thr = fusion.threshold if m == "fused" else recipe.threshold(m)
+        if thr is None:
+            continue
+        print(f"  {m:12s} PASS below {thr.pass_limit:.4g}, FAIL from {thr.value:.4g} "
+              f"(FAIL limit's band {thr.low:.4g}..{thr.high:.4g}, {thr.n} held-out good images)")
+    if fusion is not None:
+        print(f"  fusion: {fusion.chosen_by}")
+    syn = t.get("synthetic")
+    if syn:
+        sizes = ", ".join(f"{r['caught']:.0%} of {r['size_px']} px" for r in syn["by_size"])
+        print(f"  synthetic defects: AUROC {syn['auroc']['fused']:.3f}; would catch {sizes}")
     for s in t["skipped"]:
         print(f"  skipped {s['source']}: {s['error']}")
 
@@ -133,7 +152,7 @@ def cmd_inspect(args) -> int:
     heat_dir = Path(args.heatmaps) if args.heatmaps else None
     store = ResultsStore(args.store) if args.store else None
     models = inspector.recipe.models
-    header = ["path", "verdict", *[f"{m}" for m in ("patchcore", "autoencoder", "classifier")], "fused",
+    header = ["path", "verdict", *[f"{m}" for m in ("patchcore", "gaussian", "classifier")], "fused",
               "reasons", "latency_ms", "heatmap", "error"]
     rows = []
     counts = {"PASS": 0, "FAIL": 0, "REVIEW": 0, "error": 0}
@@ -162,9 +181,9 @@ def cmd_inspect(args) -> int:
             used_names.add(name)
             heat_path = str(heat_dir / name)
             save_image_atomic(heat_path, overlay.blend(item.image, r.maps["patchcore"], r.region, v.decision.value))
-        sc = {m: v.score_of(m) for m in ("patchcore", "autoencoder", "classifier")}
+        sc = {m: v.score_of(m) for m in ("patchcore", "gaussian", "classifier")}
         rows.append([item.path, v.decision.value,
-                     *[f"{sc[m].score:.4f}" if sc[m] else "" for m in ("patchcore", "autoencoder", "classifier")],
+                     *[f"{sc[m].score:.4f}" if sc[m] else "" for m in ("patchcore", "gaussian", "classifier")],
                      f"{v.fused:.4f}", ";".join(x.value for x in v.reasons), f"{r.latency_ms:.1f}", heat_path, ""])
         if store:
             store.add_inspection(r, image_path=item.path, heatmap_path=heat_path or None, mode="cli")
@@ -185,17 +204,40 @@ def cmd_inspect(args) -> int:
     return 0 if counts["error"] == 0 else 1
 
 
-def cmd_evaluate(args) -> int:
-    from training.evaluate import evaluate
+def _fmt(v, spec: str = ".4f") -> str:
+    return "n/a" if v is None else format(v, spec)
 
-    report = evaluate(args.dataset, recipe=args.recipe, size=args.size, backbone=args.backbone,
-                      backend=args.backend, threads=args.threads, save_recipe=args.save_recipe)
+
+def cmd_evaluate(args) -> int:
+    from training.evaluate import DatasetError, evaluate
+
+    config = _train_config(args)
+    bar, update = _progress_bar(f"Training on {Path(args.dataset).name}")
+    try:
+        report = evaluate(args.dataset, recipe=args.recipe, config=config, train_defects=args.train_defects,
+                          seed=args.seed, backend=args.backend, threads=args.threads,
+                          save_recipe=args.save_recipe, progress=None if args.recipe else update)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        bar.close()
     write_text_atomic(args.json, json.dumps(report, indent=2))
     s = report["summary"]
-    print(f"image AUROC {s['image_auroc']:.4f}  pixel AUROC {s['pixel_auroc']:.4f}  PRO {s['pro']:.4f}")
+    line = f"image AUROC {_fmt(s['image_auroc'])}  fused {_fmt(s['fused_image_auroc'])}"
+    if s["has_masks"]:
+        line += f"  pixel AUROC {_fmt(s['pixel_auroc'])}  PRO {_fmt(s['pro'])}"
+    else:
+        line += "  (no pixel masks: image figures only)"
+    print(line)
     for m, v in s["per_model"].items():
-        print(f"  {m:12s} image AUROC {v['image_auroc']:.4f}" + (f"  pixel AUROC {v['pixel_auroc']:.4f}" if v.get("pixel_auroc") is not None else ""))
-    print(f"verdicts: {s['escapes']} escapes, {s['false_rejects']} false rejects, review rate {s['review_rate']:.1%}")
+        print(f"  {m:12s} image AUROC {_fmt(v['image_auroc'])}"
+              + (f"  pixel AUROC {_fmt(v['pixel_auroc'])}  PRO {_fmt(v['pro'])}" if v.get("pixel_auroc") is not None else ""))
+    print(f"verdicts: {s['escapes']} escapes of {s['n_defect']} defects, {s['false_rejects']} false rejects of "
+          f"{s['n_good']} good parts, review rate {s['review_rate']:.1%}")
+    if s["training"]:
+        print(f"training {s['training']['seconds']:.1f} s; latency p50 {s['latency_ms_p50']:.1f} ms; "
+              f"recipe {s['recipe']['bytes'] / 1e6:.1f} MB")
     print(f"report written to {args.json}")
     return 0
 
@@ -207,6 +249,24 @@ def cmd_benchmark(args) -> int:
     for k, v in res.items():
         print(f"{k}: {v}")
     return 0
+
+
+def training_options(sp) -> None:
+    """The options every command that trains a recipe shares (train, evaluate)."""
+    sp.add_argument("--backbone", default="efficientnet-lite0",
+                    choices=["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"])
+    sp.add_argument("--size", type=int, default=256, help="base working size: short side in pixels (default 256)")
+    sp.add_argument("--resolution", choices=["auto", "base", "fine"], default="auto",
+                    help="working resolution: auto (a synthetic-defect race decides), base, or fine (up to 512 px)")
+    sp.add_argument("--framing", choices=["auto", "fixed", "free"], default="auto",
+                    help="fixed (every image framed alike) or free (textures, crops of any size); default: from the images")
+    sp.add_argument("--lighting", choices=["auto", "on", "off"], default="auto",
+                    help="normalise each image's brightness and contrast (default: when the good images' lighting varies)")
+    sp.add_argument("--budget", type=float, default=1 / 200,
+                    help="false-reject budget: good parts auto-FAILed (default 0.005 = 1 in 200)")
+    sp.add_argument("--review-budget", type=float, default=1 / 10,
+                    help="review budget: good parts sent to REVIEW (default 0.1 = 1 in 10)")
+    sp.add_argument("--seed", type=int, default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,13 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--defect", help="folder of labelled defect images (enables the classifier)")
     t.add_argument("--out", required=True, help="product folder; the recipe is saved as its next version")
     t.add_argument("--product", help="product name (default: the --out folder's name)")
-    t.add_argument("--backbone", default="efficientnet-lite0", choices=["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"])
-    t.add_argument("--size", type=int, default=256, help="working size: short side in pixels (default 256)")
+    training_options(t)
     t.add_argument("--roi", help="region of interest x,y,w,h in the images' pixels")
     t.add_argument("--ignore", action="append", help="ignore zone x,y,w,h (repeatable)")
-    t.add_argument("--budget", type=float, default=1 / 200, help="false-reject budget (default 0.005 = 1 in 200)")
     t.add_argument("--threads", type=int, default=None)
-    t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_train)
 
     i = sub.add_parser("inspect", help="inspect files or folders")
@@ -245,8 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset", required=True)
     e.add_argument("--recipe", help="use this recipe instead of training from train/good")
     e.add_argument("--json", required=True)
-    e.add_argument("--size", type=int, default=256)
-    e.add_argument("--backbone", default="efficientnet-lite0")
+    training_options(e)
+    e.add_argument("--train-defects", type=int, default=0, metavar="K",
+                   help="move K labelled defect images per type (seeded) from the test set into training")
     e.add_argument("--save-recipe", help="save the recipe trained for the evaluation under this product folder")
     common(e)
     e.set_defaults(func=cmd_evaluate)
