@@ -71,7 +71,7 @@ def main(argv=None) -> int:
                                                                   "STATION_CACHE_DIR")}
         src_env["STATION_DEMO_RECIPES"] = str(build.DEMO_RECIPES)
         frozen = [str(installed / "app" / "station"), "--self-test"]
-        source = [sys.executable, "-m", "station.app", "--self-test"]
+        source = [sys.executable, "-m", "station.qt.app", "--self-test"]
         src_env["PYTHONPATH"] = str(ROOT)
         kinds = [("installed_warm", frozen, env, False), ("source_warm", source, src_env, False)]
         if not args.no_cold:

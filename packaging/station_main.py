@@ -11,13 +11,13 @@ import sys
 
 
 def main() -> int:
-    from station.app import main as station_main, parse_args
+    from station.qt.app import main as station_main, parse_args
 
     argv = sys.argv[1:]
     args = parse_args(argv)  # --help and bad options exit here, as they would in station_main
     if not args.self_test:  # the self-test seeds its own temporary folders
         try:
-            from station.selftest import install_bundled_demo_recipe
+            from station.first_run import install_bundled_demo_recipe
 
             install_bundled_demo_recipe(args.data_dir, args.config_dir, force_demo=args.demo)
         except Exception as exc:  # noqa: BLE001 - the station trains the demo recipe instead

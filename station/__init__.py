@@ -1,1 +1,1 @@
-"""The PySide6 station app (see docs/ARCHITECTURE.md)."""
+"""The station: plain-Python use cases here, the PySide6 app in ``station.qt`` (see docs/ARCHITECTURE.md)."""

@@ -1,5 +1,5 @@
 """The first-run demo recipe: "demo-bracket", trained on generated good brackets. Qt-free; the
-station runs :func:`build_demo_recipe` in a ``station.tasks.Task`` (progress + Cancel)."""
+station runs :func:`build_demo_recipe` in a ``station.qt.tasks.Task`` (progress + Cancel)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,7 @@ from core.demo import PartGenerator
 from core.recipe import Recipe
 from core.trainer import TrainConfig, train_recipe
 
-from .context import DEMO_PRODUCT  # "demo-bracket"
+from station.context import DEMO_PRODUCT  # "demo-bracket"
 
 DEMO_KIND = "bracket"
 DEMO_PARTS = 40

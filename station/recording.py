@@ -19,7 +19,7 @@ import numpy as np
 from core.store import StoreError
 from core.types import Inspection
 
-from .mailbox import RecordPolicy
+from station.mailbox import RecordPolicy
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from core.atomic import write_bytes_atomic
-from station.workflow_text import ALL_MODELS, MODEL_NAMES, reasons_in_words
+from station.wording import ALL_MODELS, model_label, reasons_in_words
 
 CSV_COLUMNS = ["path", "verdict", "patchcore", "gaussian", "classifier", "fused", "reasons",
                "latency_ms", "heatmap", "error"]
@@ -45,14 +45,18 @@ class ResultRow:
     recipe: str = ""
     recipe_version: int = 0
 
+    def score_states(self) -> dict:
+        """Per model: score, state and PASS limit, in the stored shape (what the wording reads)."""
+        return {m: {"score": s, "state": self.states.get(m, ""), "band": [self.bands.get(m), None]}
+                for m, s in self.scores.items()}
+
     def record(self) -> dict:
         """As a store-like record (what PartViewer shows)."""
         return {
             "id": self.inspection_id if self.inspection_id is not None else f"batch-{self.index}",
             "source": self.path, "recipe": self.recipe, "recipe_version": self.recipe_version,
             "decision": self.verdict or None, "reasons": list(self.reasons), "notes": list(self.notes),
-            "scores": {m: {"score": s, "state": self.states.get(m, ""), "band": [self.bands.get(m), None]}
-                       for m, s in self.scores.items()},
+            "scores": self.score_states(),
             "fused": self.fused, "image_path": self.image_path, "heatmap_path": self.heatmap,
             "latency_ms": self.latency_ms, "error": self.error or None,
         }
@@ -122,7 +126,7 @@ def html_report(rows: list[ResultRow], *, title: str = "Batch inspection", recip
         out.append(f'<td><span class="{cls}">{counts.get(key, 0)}</span><br>{e(label)}</td>')
     out.append("</tr></table>")
     out.append('<table class="rows"><thead><tr><th>#</th><th>heatmap</th><th>file</th><th>verdict</th>'
-               + "".join(f"<th>{e(MODEL_NAMES[m])}</th>" for m in ALL_MODELS)
+               + "".join(f"<th>{e(model_label(m))}</th>" for m in ALL_MODELS)
                + "<th>fused</th><th>reasons</th><th>latency ms</th><th>error</th></tr></thead><tbody>")
     for r in rows:
         img = (f'<img alt="heatmap" src="data:image/png;base64,{base64.b64encode(r.thumbnail).decode("ascii")}">'
@@ -132,7 +136,7 @@ def html_report(rows: list[ResultRow], *, title: str = "Batch inspection", recip
                  f'<td class="path">{e(r.path)}</td>', f'<td class="{e(css)}">{e(verdict)}</td>']
         cells += [f'<td class="num">{r.scores[m]:.3f}</td>' if m in r.scores else "<td></td>" for m in ALL_MODELS]
         cells.append(f'<td class="num">{r.fused:.3f}</td>' if r.fused is not None else "<td></td>")
-        cells.append(f"<td>{e(' '.join(reasons_in_words(r.reasons, r.notes)))}</td>")
+        cells.append(f"<td>{e(' '.join(reasons_in_words(r.reasons, r.notes, r.score_states())))}</td>")
         cells.append(f'<td class="num">{r.latency_ms:.1f}</td>' if r.latency_ms is not None else "<td></td>")
         cells.append(f"<td>{e(r.error)}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")

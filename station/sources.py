@@ -1,6 +1,6 @@
 """Image sources for the live view: a camera, a folder replayed as a camera, the built-in demo.
 
-Plain classes, no Qt: the capture thread (``station.capture``) drives them. Common interface::
+Plain classes, no Qt: the capture thread (``station.qt.capture``) drives them. Common interface::
 
     source.open()          # may raise SourceError (a message an operator can read)
     image = source.read()  # RGB uint8 HxWx3, or None when no image could be had (camera gone)

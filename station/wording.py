@@ -1,83 +1,143 @@
-"""Verdicts in an operator's words: reason codes and engine notes -> short plain sentences.
+"""What operators read, in one place: verdicts, reasons, model names, rates and times in plain words.
 
-Qt-free (tests and the report can use it too). ``headline`` says what to do, ``explain`` why.
+Qt-free; the live view, the batch table, the history, the review queue, the part viewer and the
+reports all use it, so a part is explained in the same words wherever it is shown. Explanations
+are built from the structured verdict (reason codes, each model's state and score, the combined
+score and its limits), live or stored, never by reading the engine's English notes; the only notes
+shown are the engine's details of why an input is unfamiliar (size, brightness...), which have no
+code of their own.
 """
 from __future__ import annotations
 
-import re
+import datetime as _dt
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
-from core.types import Decision, ModelState, Reason, Verdict
+from core.types import Decision, Reason, Verdict
 
-MODEL_NAMES = {"patchcore": "PatchCore", "gaussian": "the Gaussian model", "classifier": "the defect classifier"}
-MODEL_LABELS = {"patchcore": "PatchCore", "gaussian": "Gaussian", "classifier": "Defect classifier"}
+ALL_MODELS = ("patchcore", "gaussian", "classifier")
+MODEL_LABELS = {"patchcore": "PatchCore", "gaussian": "Gaussian", "classifier": "Classifier", "fused": "Combined"}
+_IN_A_SENTENCE = {"patchcore": "PatchCore", "gaussian": "the Gaussian model", "classifier": "the defect classifier",
+                  "fused": "the combined score"}
+STATE_WORDS = {"normal": "normal", "uncertain": "unsure", "defect": "defect"}
 
-HEADLINES = {
-    Decision.PASS: "PASS",
-    Decision.FAIL: "FAIL",
-    Decision.REVIEW: "REVIEW",
-}
-
+HEADLINES = {Decision.PASS: "PASS", Decision.FAIL: "FAIL", Decision.REVIEW: "REVIEW"}
 ACTIONS = {
     Decision.PASS: "Good part.",
     Decision.FAIL: "Defect found — put the part aside.",
     Decision.REVIEW: "Not sure — please check the part.",
 }
-
-# notes the fusion rules write from the reason codes: we say the same thing in our own words
-_FUSION_NOTE = re.compile(r"^(.+ is near its threshold|.+ found a defect; .+ did not|"
-                          r"the combined score is between its PASS and FAIL limits)$")
-
-
-def model_name(model: str, capital: bool = False) -> str:
-    name = MODEL_NAMES.get(model, model)
-    return name[:1].upper() + name[1:] if capital else name
+UNFAMILIAR = "The part does not look like the trained product (wrong product, position or lighting?)."
+# the fusion rules' own notes: the reason codes and states already say this, in the words below
+_RULE_NOTES = (" found a defect; ", "the combined score is between its PASS and FAIL limits")
 
 
 def model_label(model: str) -> str:
-    """Short name for labels and chart titles."""
+    """Short name for labels, columns and chart titles."""
     return MODEL_LABELS.get(model, model)
+
+
+def _named(model: str, capital: bool = False) -> str:
+    name = _IN_A_SENTENCE.get(model, model)
+    return name[:1].upper() + name[1:] if capital else name
 
 
 def _join(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def explain(verdict: Verdict) -> list[str]:
-    """Plain sentences, most important first."""
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+@dataclass(frozen=True)
+class Explained:
+    """What an explanation needs of a verdict, live or stored (states: model -> normal/uncertain/defect)."""
+
+    reasons: tuple[str, ...]
+    states: Mapping[str, str] = field(default_factory=dict)
+    scores: Mapping[str, float] = field(default_factory=dict)
+    pass_limits: Mapping[str, float] = field(default_factory=dict)  # each model's PASS limit, x FAIL limit
+    fused: float | None = None
+    fused_pass: float | None = None  # the combined score's PASS limit, x its FAIL limit
+    notes: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, verdict: Verdict) -> "Explained":
+        return cls(tuple(r.value for r in verdict.reasons), {s.model: s.state.value for s in verdict.scores},
+                   {s.model: float(s.score) for s in verdict.scores},
+                   {s.model: float(s.band[0]) for s in verdict.scores}, float(verdict.fused),
+                   float(verdict.fused_band[0]), tuple(verdict.notes))
+
+
+def sentences(e: Explained, detail: bool = True) -> list[str]:
+    """Plain sentences, most important first. ``detail=False``: one short sentence per reason (tables)."""
     out: list[str] = []
-    reasons = set(verdict.reasons)
-    defect = [model_name(s.model) for s in verdict.scores if s.state is ModelState.DEFECT]
-    normal = [model_name(s.model) for s in verdict.scores if s.state is ModelState.NORMAL]
-    near = [s for s in verdict.scores if s.state is ModelState.UNCERTAIN]
-    if Reason.UNFAMILIAR_INPUT in reasons:
-        extra = [n for n in verdict.notes if not _FUSION_NOTE.match(n)]
-        out.extend(extra or ["The image does not look like the product this recipe was trained on."])
-    if Reason.MODELS_DISAGREE in reasons:
-        out.append(
-            f"The two models disagree: {_cap(_join(defect))} found a defect, "
-            f"{_join(normal)} did not — please check."
-        )
-    if Reason.NEAR_THRESHOLD in reasons:
-        lo = verdict.fused_band[0]
-        out.append(
-            f"The combined score ({verdict.fused:.2f} × FAIL limit) is between the PASS limit ({lo:.2f}) "
-            "and the FAIL limit (1.00): too close to call — please check."
-        )
-        for s in near:
-            out.append(f"{model_name(s.model, True)} is between its limits ({s.score:.2f} × FAIL limit, "
-                       f"PASS below {s.band[0]:.2f}).")
-    if Reason.AGREE_DEFECT in reasons:
-        out.append("Both models found a defect; the outlined area is the most unusual one."
-                   if len(verdict.scores) == 2 else "Every model found a defect; see the outlined area.")
-    if Reason.AGREE_NORMAL in reasons:
-        out.append("Both models see a good part." if len(verdict.scores) == 2 else "Every model sees a good part.")
-    if not out:  # a reason code this station does not know yet: show the engine's own notes
-        out.extend(verdict.notes or [ACTIONS[verdict.decision]])
+    defect = [m for m, s in e.states.items() if s == "defect"]
+    normal = [m for m, s in e.states.items() if s == "normal"]
+    for reason in e.reasons:
+        if reason == Reason.UNFAMILIAR_INPUT.value:
+            details = [n if n.endswith((".", "?", "!")) else n + "." for n in e.notes
+                       if n and not any(k in n for k in _RULE_NOTES)]
+            out.extend(details if detail and details else [UNFAMILIAR])
+        elif reason == Reason.MODELS_DISAGREE.value:
+            if e.states:
+                found = [_named(m) for m in defect] or [_named("fused")]
+                missed = [_named(m) for m in normal] or [_named("fused")]
+                out.append(f"The models disagree: {_join(found)} found a defect, {_join(missed)} did not"
+                           " — please check.")
+            else:
+                out.append("The models disagree: one found a defect, another did not — please check.")
+        elif reason == Reason.NEAR_THRESHOLD.value:
+            if detail and e.fused is not None and e.fused_pass is not None:
+                out.append(f"The combined score ({e.fused:.2f} × FAIL limit) is between the PASS limit "
+                           f"({e.fused_pass:.2f}) and the FAIL limit (1.00): too close to call — please check.")
+            else:
+                out.append("The combined score is between the PASS and FAIL limits: too close to call"
+                           " — please check.")
+            if detail:
+                for m, s in e.states.items():
+                    if s == "uncertain" and m in e.scores:
+                        limit = f", PASS below {e.pass_limits[m]:.2f}" if m in e.pass_limits else ""
+                        out.append(f"{_named(m, True)} is between its limits ({e.scores[m]:.2f} × FAIL limit{limit}).")
+        elif reason == Reason.AGREE_DEFECT.value:
+            if len(e.states) > 2:
+                out.append("Every model found a defect" + ("; see the outlined area." if detail else "."))
+            else:
+                out.append("Both models found a defect" + ("; the outlined area is the most unusual one."
+                                                           if detail else "."))
+        elif reason == Reason.AGREE_NORMAL.value:
+            out.append("Every model sees a good part." if len(e.states) > 2 else "Both models see a good part.")
+        else:  # a code this station does not know yet: say it as it is
+            out.append(str(reason))
     return out
 
 
-def _cap(text: str) -> str:
-    return text[:1].upper() + text[1:]
+def explain(verdict: Verdict) -> list[str]:
+    """A live verdict in plain sentences, most important first."""
+    return sentences(Explained.of(verdict)) or list(verdict.notes) or [ACTIONS[verdict.decision]]
+
+
+def reasons_in_words(reasons: Iterable[str], notes: Iterable[str] = (), scores: Mapping | None = None,
+                     detail: bool = True) -> list[str]:
+    """A stored result's reasons in the same words as the live view.
+
+    ``scores`` as stored (``{"patchcore": {"score": 1.02, "state": "uncertain", "band": [0.8, ...]}}``)
+    lets the sentences name the models; without it they stay general."""
+    states, values, limits = {}, {}, {}
+    for m, s in (scores or {}).items():
+        if not isinstance(s, Mapping):
+            continue
+        if s.get("state"):
+            states[m] = str(s["state"])
+        if s.get("score") is not None:
+            values[m] = float(s["score"])
+        band = s.get("band") or ()
+        if band and band[0] is not None:
+            limits[m] = float(band[0])
+    return sentences(Explained(tuple(str(r) for r in reasons), states, values, limits,
+                               notes=tuple(str(n) for n in notes)), detail=detail)
 
 
 def headline(verdict: Verdict) -> str:
@@ -87,3 +147,45 @@ def headline(verdict: Verdict) -> str:
 def action(verdict: Verdict) -> str:
     return ACTIONS[verdict.decision]
 
+
+def scores_in_words(scores: Mapping) -> str:
+    """``{"patchcore": {"score": 1.02, "state": "uncertain"}, ...}`` -> one readable line."""
+    parts = []
+    for m in ALL_MODELS:
+        s = scores.get(m)
+        if s is None:
+            continue
+        state = STATE_WORDS.get(str(s.get("state", "")), str(s.get("state", "")))
+        parts.append(f"{model_label(m)} {float(s['score']):.2f}× limit ({state})")
+    return "   ·   ".join(parts)
+
+
+def one_in(p: float) -> str:
+    """0.005 -> '200'; rounded so that it reads like a person would say it."""
+    if not (p > 0) or not math.isfinite(p):
+        return "many thousand"
+    n = 1.0 / p
+    if n < 20:
+        return f"{n:.0f}"
+    if n < 1000:
+        return f"{round(n / 10) * 10:.0f}" if n >= 100 else f"{round(n):.0f}"
+    if n > 1e6:
+        return "more than a million"
+    digits = int(math.floor(math.log10(n))) - 1
+    return f"{round(n, -digits):,.0f}"
+
+
+def one_in_words(p: float, what: str = "will be sent to review or rejected") -> str:
+    """0.005 -> 'about 1 good part in 200 <what>'; large rates as a percentage."""
+    if p >= 0.1:
+        return f"about {min(p, 1.0):.0%} of good parts {what}"
+    return f"about 1 good part in {one_in(p)} {what}"
+
+
+def local_time(ts: str) -> str:
+    """Store timestamp (ISO UTC) -> local 'YYYY-MM-DD HH:MM:SS'."""
+    try:
+        t = _dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        return str(ts)
+    return t.astimezone().strftime("%Y-%m-%d %H:%M:%S")

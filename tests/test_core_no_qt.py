@@ -32,3 +32,18 @@ def test_importing_every_core_module_loads_no_qt():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=CORE.parent)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_importing_every_use_case_and_tool_module_loads_no_qt():
+    # the import-linter contracts (tests/test_layering.py) read the source; this runs it
+    root = CORE.parent
+    modules = sorted(f"station.{p.stem}" for p in (root / "station").glob("*.py") if p.stem != "__init__")
+    modules += sorted(f"training.{p.stem}" for p in (root / "training").glob("*.py") if p.stem != "__init__")
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {QT_MODULES!r} or m.startswith('station.qt'))\n"
+        "print(bad); sys.exit(1 if bad else 0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

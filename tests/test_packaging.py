@@ -330,7 +330,7 @@ def test_source_tree_self_test_for_comparison(archive, tmp_path):
     report_file = tmp_path / "selftest.json"
     env = {**os.environ, "STATION_DEMO_RECIPES": str(ROOT / "build" / "demo-recipes"),
            "STATION_SELFTEST_REPORT": str(report_file), "STATION_SELFTEST_TRAIN": "0", "QT_QPA_PLATFORM": "offscreen"}
-    r = subprocess.run([sys.executable, "-m", "station.app", "--self-test"], env=env, cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "station.qt.app", "--self-test"], env=env, cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
     print("\n" + r.stdout)
     rep = json.loads(report_file.read_text())
@@ -433,7 +433,7 @@ def test_uninstall_removes_the_app_and_keeps_the_data(installed):
 
 # -- the pieces, without a build -------------------------------------------------------------------
 def test_self_test_option_runs_the_self_test(monkeypatch):
-    from station import app, selftest
+    from station.qt import app, selftest
 
     seen = []
     monkeypatch.setattr(selftest, "run", lambda args: seen.append(args.self_test) or 0)
@@ -443,7 +443,7 @@ def test_self_test_option_runs_the_self_test(monkeypatch):
 def test_bundled_demo_recipe_is_copied_only_on_a_first_demo_start(tmp_path, monkeypatch, tiny_recipe_path):
     from core.recipe import load_recipe
     from station.context import DEMO_PRODUCT, StationSettings
-    from station.selftest import install_bundled_demo_recipe
+    from station.first_run import install_bundled_demo_recipe
 
     bundled = tmp_path / "bundled"
     shutil.copytree(tiny_recipe_path, bundled / DEMO_PRODUCT / "v0001")
@@ -466,7 +466,7 @@ def test_bundled_demo_recipe_is_copied_only_on_a_first_demo_start(tmp_path, monk
 
 
 def test_network_watch_sees_a_connection_attempt(tmp_path):
-    from station.selftest import NetworkWatch
+    from station.qt.selftest import NetworkWatch
 
     watch = NetworkWatch()
     watch.install()

@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from station.capture import CaptureController
+from station.qt.capture import CaptureController
 from station.sources import ArraySource
 
 from station_helpers import FlakyCamera

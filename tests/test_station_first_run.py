@@ -10,7 +10,7 @@ from PySide6.QtTest import QTest
 
 from station import demo_recipe
 from station.context import DEMO_PRODUCT, StationContext
-from station.main_window import MainWindow
+from station.qt.main_window import MainWindow
 
 from station_helpers import station_dirs
 

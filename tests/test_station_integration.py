@@ -8,8 +8,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
 from station.context import StationContext
-from station.live import LivePipeline
-from station.main_window import MainWindow
+from station.qt.live import LivePipeline
+from station.qt.main_window import MainWindow
 from station.sources import DemoSource
 
 from station_helpers import SlowInspector, station_dirs

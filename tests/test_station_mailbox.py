@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 import time
 
-from station.inference import InferenceController
+from station.qt.inference import InferenceController
 from station.mailbox import CONTINUOUS, TRIGGERED, InferenceInbox, RecordPolicy
 
 from station_helpers import FakeRecipe, SlowInspector, make_frame

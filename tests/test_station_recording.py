@@ -94,9 +94,33 @@ def test_a_full_disk_still_records_the_verdict_and_says_so(context, monkeypatch)
 
 def test_reasons_in_operator_words():
     disagree = explain(make_inspection("REVIEW").verdict)
-    assert disagree == ["The two models disagree: PatchCore found a defect, the Gaussian model did not — please check."]
+    assert disagree == ["The models disagree: PatchCore found a defect, the Gaussian model did not — please check."]
     assert explain(make_inspection("PASS").verdict) == ["Both models see a good part."]
     assert "Both models found a defect" in explain(make_inspection("FAIL").verdict)[0]
+
+
+def test_a_stored_result_is_explained_in_the_same_words_as_the_live_one(context):
+    from station.wording import reasons_in_words
+
+    for decision in ("PASS", "FAIL", "REVIEW"):
+        ins = make_inspection(decision)
+        iid = context.store.add_inspection(ins, image_path="x.png")
+        rec = context.store.get_inspection(iid)
+        assert reasons_in_words(rec["reasons"], rec["notes"], rec["scores"]) == explain(ins.verdict)
+        short = reasons_in_words(rec["reasons"], scores=rec["scores"], detail=False)
+        assert len(short) == len(rec["reasons"]) and all(s.endswith(".") for s in short)
+
+
+def test_the_combined_score_is_named_when_no_single_model_found_the_defect():
+    from station.wording import reasons_in_words
+
+    scores = {"patchcore": {"score": 0.6, "state": "normal"}, "gaussian": {"score": 1.1, "state": "uncertain"}}
+    assert reasons_in_words(["models_disagree"], scores=scores) == [
+        "The models disagree: the combined score found a defect, PatchCore did not — please check."]
+    # without the models' states (an old export) the sentence stays general, and nothing fails
+    assert "one found a defect" in reasons_in_words(["models_disagree"])[0]
+    assert reasons_in_words(["unfamiliar_input"], ["image is 300 x 600 px; the recipe expects 300 x 300"]) == [
+        "image is 300 x 600 px; the recipe expects 300 x 300."]
 
 
 def test_shift_counters_survive_a_restart_and_reset(context):
@@ -119,9 +143,9 @@ def test_main_starts_logs_and_stops_cleanly(tmp_path, monkeypatch, qapp):
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from station import app as station_app
-    from station.live import LivePipeline
-    from station.main_window import MainWindow
+    from station.qt import app as station_app
+    from station.qt.live import LivePipeline
+    from station.qt.main_window import MainWindow
 
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
     monkeypatch.setattr(threading, "excepthook", threading.excepthook)

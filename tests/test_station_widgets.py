@@ -7,11 +7,11 @@ import time
 import numpy as np
 import pytest
 
-from station import settings_dialog
-from station.charts import HISTORY, REDRAW_HZ, ScoreCharts, calibration_scores
+from station.qt import settings_dialog
+from station.qt.charts import HISTORY, REDRAW_HZ, ScoreCharts, calibration_scores
 from station.context import StationContext
-from station.settings_dialog import SettingsDialog
-from station.widgets import ScorePanel, VerdictBanner
+from station.qt.settings_dialog import SettingsDialog
+from station.qt.widgets import ScorePanel, VerdictBanner
 
 from station_helpers import make_inspection
 
@@ -108,7 +108,7 @@ def test_probe_cameras_runs_in_the_background_and_lists_what_answers(qtbot, tmp_
 
 
 def test_part_viewer_region_from_a_smaller_batch_map():
-    from station.part_viewer import region_in
+    from station.qt.part_viewer import region_in
 
     amap = np.zeros((64, 96), np.float32)  # a batch map at the working size of a 3:2 image
     amap[10:20, 30:40] = 2.0

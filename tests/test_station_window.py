@@ -8,9 +8,9 @@ from PySide6.QtTest import QTest
 
 from core.types import Decision
 from station.context import StationContext
-from station.inference import InspectionResult
-from station.live import LivePipeline
-from station.main_window import MainWindow
+from station.qt.inference import InspectionResult
+from station.qt.live import LivePipeline
+from station.qt.main_window import MainWindow
 from station.sources import DemoSource
 
 from station_helpers import FlakyCamera, station_dirs

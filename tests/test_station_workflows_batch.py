@@ -37,7 +37,7 @@ def batch_folder(tmp_path):
 
 
 def test_batch_with_corrupt_files_table_store_and_exports(qtbot, ctx, batch_folder, tmp_path):
-    from station.batch_dialog import BatchDialog
+    from station.qt.batch_dialog import BatchDialog
     from station.report import CSV_COLUMNS
 
     dlg = BatchDialog(ctx)
@@ -115,7 +115,7 @@ def test_batch_with_corrupt_files_table_store_and_exports(qtbot, ctx, batch_fold
         assert "not inspected" in text and "<script" not in text
 
         # double-click a part: the viewer shows the heatmaps (kept, or made again from the file)
-        from station.part_viewer import PartViewer
+        from station.qt.part_viewer import PartViewer
 
         dlg._open(dlg.proxy.index(0, 1))
         viewer = dlg.findChild(PartViewer)
@@ -128,7 +128,7 @@ def test_batch_with_corrupt_files_table_store_and_exports(qtbot, ctx, batch_fold
 
 
 def test_cancel_keeps_rows_so_far(qtbot, ctx, batch_folder):
-    from station.batch_dialog import BatchDialog
+    from station.qt.batch_dialog import BatchDialog
 
     dlg = BatchDialog(ctx, folder=str(batch_folder))
     qtbot.addWidget(dlg)

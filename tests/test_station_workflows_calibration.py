@@ -31,7 +31,7 @@ def good_folder(tmp_path):
 
 
 def make_wizard(qtbot, ctx):
-    from station.calibration_wizard import CalibrationWizard
+    from station.qt.calibration_wizard import CalibrationWizard
 
     wiz = CalibrationWizard(ctx, config=CONFIG)
     qtbot.addWidget(wiz)
@@ -141,8 +141,8 @@ def test_capture_from_live_frames_then_cancel_removes_them(qtbot, ctx):
 def test_roi_editor_draws_boxes_in_image_pixels(qtbot):
     from PySide6.QtCore import QPoint, Qt
 
-    from station.roi_editor import RoiEditor
-    from station.workflow_common import to_qimage
+    from station.qt.roi_editor import RoiEditor
+    from station.qt.workflow_common import to_qimage
 
     ed = RoiEditor()
     qtbot.addWidget(ed)

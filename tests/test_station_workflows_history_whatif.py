@@ -31,7 +31,7 @@ def fill_history(ctx):
 
 
 def test_history_filters_and_pages(qtbot, ctx):
-    from station.history import HistoryWidget
+    from station.qt.history import HistoryWidget
 
     ids = fill_history(ctx)
     w = HistoryWidget(ctx, page_size=3)
@@ -119,7 +119,7 @@ def test_budget_limits_set_every_limit_again_from_the_held_out_scores(tiny_recip
 def test_whatif_dialog_counts_and_apply_makes_new_version(qtbot, ctx, tiny_recipe_root):
     import shutil
 
-    from station.whatif import WhatIfDialog
+    from station.qt.whatif_dialog import WhatIfDialog
 
     shutil.copytree(tiny_recipe_root / "tiny", ctx.recipes_root / "tiny")
     known = ctx.load_recipe("tiny", 1).with_thresholds({**THRESHOLDS, "fused": FUSION.threshold},

@@ -129,16 +129,12 @@ def w_inspect_only(dataset: str, recipe: str) -> dict:
 
 
 def w_station_batch(dataset: str, recipe: str) -> dict:
-    """The station's own folder batch (station.batch_results.batch_job, no window): what an
-    operator waits for, with the store rows, thumbnails and the kept evidence of FAIL/REVIEW
-    parts (default settings), recipe loading included."""
+    """The station's own folder batch (station.batch.batch_job, no window): what an operator waits
+    for, with the store rows, thumbnails and the kept evidence of FAIL/REVIEW parts (default
+    settings), recipe loading included. No Qt: the use case reports rows through a callback."""
     import shutil
 
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QCoreApplication
-
-    app = QCoreApplication.instance() or QCoreApplication([])  # noqa: F841 - signals need one
-    from station.batch_results import RowChannel, batch_job
+    from station.batch import batch_job
     from station.context import StationContext
 
     out = {}
@@ -147,10 +143,9 @@ def w_station_batch(dataset: str, recipe: str) -> dict:
         shutil.copytree(recipe, Path(ctx.recipes_root) / "bottle" / Path(recipe).name)
         version = int(Path(recipe).name.lstrip("v"))
         for name, folder in (("good", Path(dataset) / "train" / "good"), ("test", Path(dataset) / "test")):
-            channel, rows = RowChannel(), []
-            channel.rows_ready.connect(rows.extend)
+            rows: list = []
             t0 = time.perf_counter()
-            summary = batch_job(ctx, "bottle", version, str(folder), True, channel)(lambda *a: None, lambda: False)
+            summary = batch_job(ctx, "bottle", version, str(folder), True, rows.extend)(lambda *a: None, lambda: False)
             seconds = time.perf_counter() - t0
             kept = sum(1 for r in rows if r.image_path and r.image_path != r.path)
             out[name] = {"files": summary["done"], "seconds": round(seconds, 2),
@@ -314,7 +309,8 @@ def machine() -> dict:
         pass
     mem = None
     try:
-        kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        lines = Path("/proc/meminfo").read_text().splitlines()
+        kb = int(next(line for line in lines if line.startswith("MemTotal")).split()[1])
         mem = round(kb / 1024 / 1024, 1)
     except (OSError, StopIteration):
         pass

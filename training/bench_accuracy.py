@@ -232,9 +232,15 @@ def main(argv=None) -> int:
         return 2
     t0 = time.perf_counter()
     results: dict = {"date": _dt.date.today().isoformat(), "machine": machine(), "defaults": {}, "ablations": {}}
+    partial = Path(a.out).with_name("BENCHMARKS_ACCURACY.partial.json")  # what is done so far, if the run stops
+
+    def checkpoint() -> None:
+        partial.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+
     for d in sets:
         print(f"[bench-accuracy] {_name(root, d)}: defaults ...", file=sys.stderr, flush=True)
         results["defaults"][_name(root, d)] = _run(d, {})
+        checkpoint()
     if not a.no_ablations:
         for label, cfg, only_if in ABLATIONS:
             per = {}
@@ -246,6 +252,8 @@ def main(argv=None) -> int:
                     continue
                 print(f"[bench-accuracy] {name}: {label} ...", file=sys.stderr, flush=True)
                 per[name] = _run(d, cfg)
+                results["ablations"][label] = per
+                checkpoint()
             results["ablations"][label] = per
     results["tracking"], results["tracking_overall"] = tracking(results)
     results["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -258,6 +266,7 @@ def main(argv=None) -> int:
         r.pop("labels", None)
         r.pop("fused", None)
     out_json.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    partial.unlink(missing_ok=True)
     print(f"\nwritten to {a.out} (raw figures: {out_json})", file=sys.stderr)
     return 0
 

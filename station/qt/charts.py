@@ -18,7 +18,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from .wording import model_label
+from station.wording import model_label
 
 HISTORY = 300
 REDRAW_HZ = 5  # "at most ~10 a second": 5 keeps a 2-core bench PC's UI thread free

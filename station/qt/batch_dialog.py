@@ -1,6 +1,6 @@
 """Batch inspection: every picture in a folder (and its sub-folders) against one recipe.
 
-The work runs in a :class:`station.tasks.Task` (``station.batch_results.batch_job``): every result is
+The work runs in a :class:`station.qt.tasks.Task` (``station.batch.batch_job``): every result is
 stored, REVIEW parts keep their artefacts so they reach the review queue, and rows reach the table
 in small groups (about ten a second) as they arrive. The table keeps only small rows (scores, paths,
 a 64 px thumbnail), never images or maps, so a folder of thousands of files stays small in memory.
@@ -21,14 +21,13 @@ from PySide6.QtWidgets import (
     QLineEdit, QProgressBar, QPushButton, QTableView, QVBoxLayout, QWidget,
 )
 
-from station.batch_results import (
-    THUMB_SIDE, BatchFilterProxy, BatchTableModel, RowChannel, batch_job, reinspect_loader,
-)
+from station.batch import THUMB_SIDE, batch_job
+from station.qt.batch_results import BatchFilterProxy, BatchTableModel, RowChannel, reinspect_loader
 from station.context import StationContext
-from station.part_viewer import PartViewer, load_part_images
+from station.qt.part_viewer import PartViewer, load_part_images
 from station.report import ResultRow, summary_counts, write_csv, write_html
-from station.tasks import Task
-from station.workflow_common import release_later, scale_font, status_style
+from station.qt.tasks import Task
+from station.qt.workflow_common import release_later, scale_font, status_style
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +188,8 @@ class BatchDialog(QDialog):
             return self._say("There is no recipe yet: calibrate a product first.", "error")
         self.model.clear()
         self._run_recipe, self._folder_run = (product, int(version or 0)), folder
-        self._task = Task(batch_job(self.context, product, version, folder, self.recursive.isChecked(), self.channel))
+        self._task = Task(batch_job(self.context, product, version, folder, self.recursive.isChecked(),
+                                    self.channel.rows_ready.emit))
         self._task.progressed.connect(self._progressed)
         self._task.succeeded.connect(self._succeeded)
         self._task.failed.connect(self._failed)

@@ -1,6 +1,6 @@
 """Screenshots of the operator workflows on generated parts (documentation, visual checks).
 
-    python -m station.workflow_screenshots OUTDIR
+    python -m station.qt.workflow_screenshots OUTDIR
 
 Works in a throw-away data folder: generates good and defective demo parts, runs the calibration
 wizard to its result page (calibration_wizard.png), saves the recipe, inspects a folder with a
@@ -55,12 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     from core.demo import PartGenerator, write_dataset
     from core.images import save_image_atomic
     from core.trainer import TrainConfig
-    from station.batch_dialog import BatchDialog
-    from station.calibration_wizard import CalibrationWizard
+    from station.qt.batch_dialog import BatchDialog
+    from station.qt.calibration_wizard import CalibrationWizard
     from station.context import StationContext
-    from station.history import HistoryWidget
-    from station.review_queue import ReviewQueueWidget
-    from station.whatif import WhatIfDialog
+    from station.qt.history import HistoryWidget
+    from station.qt.review_queue import ReviewQueueWidget
+    from station.qt.whatif_dialog import WhatIfDialog
 
     global _APP
     _APP = QApplication.instance() or QApplication(sys.argv[:1])

@@ -4,7 +4,7 @@
 2. Good parts: capture from the live source (``add_frame`` is fed by the main window; Space per
    part, or automatically every K seconds) or pick a folder (searched recursively).
 3. Region: optionally draw the region to inspect and areas to ignore on a reference image.
-4. Training: progress and Cancel (``core.trainer.train_recipe`` in a :class:`station.tasks.Task`).
+4. Training: progress and Cancel (``core.trainer.train_recipe`` in a :class:`station.qt.tasks.Task`).
 5. Result: the good-score histogram against the limits, the limits, the expected false-reject rate
    in words. The recipe is saved only when the operator presses "Save recipe".
 
@@ -28,12 +28,12 @@ from PySide6.QtWidgets import (
 from core.images import load_image
 from core.recipe import Recipe, RecipeError, check_product_name
 from core.trainer import TrainConfig, train_recipe
-from station.calibration_collect import CollectPage
-from station.calibration_result import ResultPage
+from station.qt.calibration_collect import CollectPage
+from station.qt.calibration_result import ResultPage
 from station.context import StationContext
-from station.roi_editor import RoiEditor
-from station.tasks import Task
-from station.workflow_common import LatestRunner, release_later, scale_font, show_status, to_qimage
+from station.qt.roi_editor import RoiEditor
+from station.qt.tasks import Task
+from station.qt.workflow_common import LatestRunner, release_later, scale_font, show_status, to_qimage
 
 log = logging.getLogger(__name__)
 

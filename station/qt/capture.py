@@ -26,7 +26,7 @@ from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
 
 from core.types import Frame
 
-from .sources import SourceError
+from station.sources import SourceError
 
 log = logging.getLogger(__name__)
 

@@ -1,118 +1,34 @@
-"""Batch inspection, the parts without a window: the worker function and the results table model.
+"""The batch results table: the Qt side of :mod:`station.batch` (which does the work, without a window).
 
-``batch_job`` runs in a :class:`station.tasks.Task`: ``core.batch.inspect_files`` decodes ahead in a
-small pool; each result is stored (``mode="batch"``; unreadable files via ``add_error``), REVIEW
-parts (and FAIL parts when the settings keep them) get their image, heatmap and maps saved so they
-reach the review queue, and a 64 px heatmap thumbnail is made in the worker. Rows go to the UI
-thread in small groups on a :class:`RowChannel`. ``BatchTableModel`` keeps only these small rows
-(:class:`station.report.ResultRow`: scores, paths, the thumbnail PNG), never images or maps.
+Rows reach the UI thread in small groups on a :class:`RowChannel` (the worker calls
+``channel.rows_ready.emit``; the channel lives in the UI thread, so delivery is queued).
+``BatchTableModel`` keeps only these small rows (:class:`station.report.ResultRow`: scores, paths,
+the thumbnail PNG), never images or maps.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import os
-import time
-from pathlib import Path
 
 from PySide6.QtCore import QModelIndex, QObject, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QBrush, QPixmap, QPixmapCache
 
-from core.batch import BatchItem, batch_inspector, inspect_files
 from core.engine import Inspector
-from core.images import ImageError, list_images, load_image
+from core.images import ImageError, load_image
 from station.context import StationContext
-from station.part_viewer import PartImages, views_from_arrays
+from station.qt.part_viewer import PartImages, views_from_arrays
 from station.report import ResultRow
-from station.workflow_common import ALL_MODELS, ColumnsTableModel, ERROR_COLOUR, VERDICT_COLOURS, reasons_in_words, thumbnail_png
+from station.qt.workflow_common import ALL_MODELS, ColumnsTableModel, ERROR_COLOUR, VERDICT_COLOURS, reasons_in_words
 
 log = logging.getLogger(__name__)
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
-THUMB_SIDE = 64
-EMIT_EVERY_S = 0.1  # rows are sent to the table in groups at most this often...
-EMIT_MAX_ROWS = 64  # ...or when this many are waiting
 
 
-# -- the worker side ---------------------------------------------------------------------------
 class RowChannel(QObject):
     """Lives in the UI thread; the worker emits on it, so the rows arrive queued in the UI thread."""
 
     rows_ready = Signal(object)  # list[ResultRow]
-
-
-def _keep_artifacts(decision: str, settings) -> bool:
-    if decision == "REVIEW":
-        return True  # the review queue needs the image and the maps
-    if decision == "FAIL":
-        return settings.keep_images in ("all", "review_fail") or settings.queue_fails
-    return settings.keep_images == "all"
-
-
-def make_row(context: StationContext, item: BatchItem, recipe, stamp: str, mode: str = "batch") -> ResultRow:
-    """Store one batch item, keep its artefacts when needed, make its row (worker thread)."""
-    product, version = recipe.product, recipe.version
-    if not item.ok:
-        iid = context.store.add_error(item.path, item.error, recipe=product, recipe_version=version, mode=mode)
-        return ResultRow(item.index, item.path, error=item.error or "", error_code=item.error_code or "",
-                         inspection_id=iid, recipe=product, recipe_version=version)
-    r = item.inspection
-    v = r.verdict
-    decision = v.decision.value
-    image_path, heatmap = item.path, ""
-    if _keep_artifacts(decision, context.settings):
-        stem = f"batch_{stamp}_{item.index:05d}_{Path(item.path).stem[:40]}"
-        image_path, heatmap = context.save_artifacts(r, item.image, stem=stem, original=item.data)
-    iid = context.store.add_inspection(r, image_path=image_path, heatmap_path=heatmap or None, mode=mode)
-    thumb = thumbnail_png(item.image, r.maps.get("patchcore"), THUMB_SIDE, r.region, decision)
-    return ResultRow(
-        item.index, item.path, decision,
-        scores={s.model: float(s.score) for s in v.scores},
-        states={s.model: s.state.value for s in v.scores},
-        bands={s.model: float(s.band[0]) for s in v.scores},
-        fused=float(v.fused), reasons=tuple(x.value for x in v.reasons), notes=tuple(v.notes),
-        latency_ms=float(r.latency_ms), heatmap=heatmap, image_path=image_path, thumbnail=thumb,
-        inspection_id=iid, recipe=product, recipe_version=version,
-    )
-
-
-def batch_job(context: StationContext, product: str, version: int | None, folder: str, recursive: bool,
-              channel: RowChannel):
-    """The background function: (progress, cancelled) -> summary dict; rows go out on ``channel``."""
-    def run(progress, cancelled):
-        progress("Loading the recipe", 0.0)
-        recipe = context.load_recipe(product, version or None)
-        inspector = batch_inspector(recipe)
-        if inspector.fallback_reason:
-            log.info("Batch uses torch: %s", inspector.fallback_reason)
-        progress("Looking for pictures", 0.0)
-        files = list_images([folder], recursive=recursive)
-        n = len(files)
-        log.info("Batch: %d files in %s with %s", n, folder, recipe.label)
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        waiting: list[ResultRow] = []
-        last = t0 = time.perf_counter()
-        done = 0
-        for item in inspect_files(inspector, files, keep_images=True, cancel=cancelled):
-            try:
-                waiting.append(make_row(context, item, recipe, stamp))
-            except Exception as exc:  # noqa: BLE001 - the store or the disk: say so, go on
-                log.error("Batch: could not record %s: %s", item.path, exc)
-                waiting.append(ResultRow(item.index, item.path, error=f"Could not record the result: {exc}",
-                                         error_code="not_recorded"))
-            done += 1
-            now = time.perf_counter()
-            if now - last >= EMIT_EVERY_S or len(waiting) >= EMIT_MAX_ROWS or done == n:
-                channel.rows_ready.emit(waiting)
-                waiting = []
-                last = now
-                rate = done / max(now - t0, 1e-6)
-                progress(f"{done} of {n} files · {rate:.1f} files/s", done / n)
-        if waiting:
-            channel.rows_ready.emit(waiting)
-        return {"files": n, "done": done, "seconds": time.perf_counter() - t0, "recipe": recipe.label,
-                "backend": inspector.backend}
-    return run
 
 
 def reinspect_loader(context: StationContext, product: str, version: int):
@@ -172,7 +88,7 @@ class BatchTableModel(ColumnsTableModel):
         if role == Qt.ItemDataRole.ForegroundRole and (c in (2, 9) or (c == 7 and r.error)):
             return QBrush(VERDICT_COLOURS.get(r.verdict, ERROR_COLOUR))
         if role == Qt.ItemDataRole.ToolTipRole:
-            return r.error or "\n".join([r.path] + reasons_in_words(r.reasons, r.notes))
+            return r.error or "\n".join([r.path] + reasons_in_words(r.reasons, r.notes, r.score_states()))
         if role == Qt.ItemDataRole.TextAlignmentRole and c in (3, 4, 5, 6, 8):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
@@ -188,7 +104,7 @@ class BatchTableModel(ColumnsTableModel):
         if c == 6:
             return f"{r.fused:.2f}" if r.fused is not None else ""
         if c == 7:
-            return r.error or " ".join(reasons_in_words(r.reasons))
+            return r.error or " ".join(reasons_in_words(r.reasons, scores=r.score_states(), detail=False))
         if c == 8:
             return f"{r.latency_ms:.0f}" if r.latency_ms is not None else ""
         if c == 9:
@@ -251,6 +167,6 @@ class BatchFilterProxy(QSortFilterProxyModel):
         if self._verdict and self._verdict != "ERROR" and r.verdict != self._verdict:
             return False
         if self._text:
-            hay = " ".join((r.path, r.verdict, r.error, *r.reasons, *reasons_in_words(r.reasons))).lower()
+            hay = " ".join((r.path, r.verdict, r.error, *r.reasons, *reasons_in_words(r.reasons, scores=r.score_states(), detail=False))).lower()
             return self._text in hay
         return True

@@ -27,8 +27,7 @@ the report as JSON to this file), ``STATION_SELFTEST_KEEP=1`` (keep the temporar
 through: a check that a network block around the process works), ``STATION_DEMO_RECIPES``
 (a recipes folder to take the demo recipe from instead of the bundled one).
 
-Also here: :func:`install_bundled_demo_recipe`, which the frozen app's entry point calls on every
-start (a first start with the demo source copies the pre-built demo recipe in).
+The bundled demo recipe a first start copies in lives in the Qt-free :mod:`station.first_run`.
 """
 from __future__ import annotations
 
@@ -45,67 +44,15 @@ import time
 import traceback
 from pathlib import Path
 
+from station.first_run import app_version, install_bundled_demo_recipe
+
 log = logging.getLogger(__name__)
 
-BUNDLED_DIR = "demo-recipes"  # inside the frozen app (sys._MEIPASS)
 DEFAULT_TIMEOUT_S = 240.0
 DEFAULT_INSPECTIONS = 30
 TRAIN_CHECK_PARTS = 10
 TRAIN_CHECK_DEFECTS = 4
 TRAIN_CHECK_SIZE = (64, 64)
-
-
-# -- the bundled demo recipe ------------------------------------------------------------------
-def bundled_demo_root() -> Path | None:
-    """The recipes folder holding the pre-built demo recipe, or None (source tree, not built)."""
-    from .context import DEMO_PRODUCT
-
-    env = os.environ.get("STATION_DEMO_RECIPES")
-    if env:
-        root = Path(env)
-    elif getattr(sys, "frozen", False) and hasattr(sys, "_MEIPASS"):
-        root = Path(sys._MEIPASS) / BUNDLED_DIR
-    else:
-        return None
-    return root if (root / DEMO_PRODUCT).is_dir() else None
-
-
-def install_bundled_demo_recipe(data_dir=None, config_dir=None, force_demo: bool = False) -> Path | None:
-    """Copy the bundled demo recipe into the user's recipes folder when the station would
-    otherwise train it: the source is the demo and there is no recipe at all. Returns the copied
-    version folder, else None. Never overwrites anything."""
-    src_root = bundled_demo_root()
-    if src_root is None:
-        return None
-    from core import paths
-    from core.recipe import products, versions
-
-    from .context import DEMO_PRODUCT, SETTINGS_FILE, StationSettings
-
-    data = Path(data_dir) if data_dir else paths.data_dir()
-    config = Path(config_dir) if config_dir else paths.config_dir()
-    settings = StationSettings.load(config / SETTINGS_FILE)
-    if not (force_demo or settings.source_kind == "demo"):
-        return None
-    recipes = data / "recipes"
-    if products(recipes):
-        return None
-    found = versions(src_root, DEMO_PRODUCT)
-    if not found:
-        return None
-    name = f"v{found[-1]:04d}"
-    target = recipes / DEMO_PRODUCT / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{name}.installing-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src_root / DEMO_PRODUCT / name, tmp)
-    try:
-        os.replace(tmp, target)  # atomic: a complete recipe or none
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("Installed the bundled demo recipe into %s", target)
-    return target
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -123,22 +70,6 @@ def process_start_time() -> float:
 
 
 _IMPORTED = time.time()
-
-
-def app_version() -> str:
-    base = Path(getattr(sys, "_MEIPASS", Path(__file__).resolve().parents[1]))
-    try:
-        import tomllib
-
-        with open(base / "pyproject.toml", "rb") as f:
-            return str(tomllib.load(f)["project"]["version"])
-    except (OSError, KeyError, ValueError):
-        try:
-            from importlib.metadata import version
-
-            return version("inspection-station")
-        except Exception:  # noqa: BLE001
-            return "unknown"
 
 
 def probe(target: str) -> str:
@@ -195,7 +126,7 @@ class LiveCheck:
     def __init__(self, app, window, context, report: dict, t0: float, inspections: int, timeout_s: float):
         from PySide6.QtCore import QTimer
 
-        from .mailbox import TRIGGERED
+        from station.mailbox import TRIGGERED
 
         self.app, self.window, self.context, self.report = app, window, context, report
         self.t0, self.wanted = t0, inspections
@@ -385,7 +316,7 @@ def check_training(root: Path, report: dict) -> None:
     from core.recipe import load_recipe
     from core.trainer import TrainConfig, train_recipe
 
-    from . import demo_recipe
+    from station import demo_recipe
 
     gen = PartGenerator(demo_recipe.DEMO_KIND, TRAIN_CHECK_SIZE, seed=demo_recipe.TRAIN_SEED)
     good = [gen.good(i).image for i in range(TRAIN_CHECK_PARTS)]
@@ -543,8 +474,8 @@ def run(args=None) -> int:
 
 
 def _run(report: dict, temp: Path, t0: float, inspections: int, timeout_s: float) -> int:
-    from .app import make_application, qt_messages_to_log, setup_logging
-    from .context import StationContext
+    from station.qt.app import make_application, qt_messages_to_log, setup_logging
+    from station.context import StationContext
 
     errors: list[str] = []
 
@@ -563,7 +494,7 @@ def _run(report: dict, temp: Path, t0: float, inspections: int, timeout_s: float
     sys.excepthook, threading.excepthook = hook, thread_hook
     app = make_application()
     qt_messages_to_log()
-    from .main_window import MainWindow  # imports torch (through the review queue's teach-back)
+    from station.qt.main_window import MainWindow  # imports torch (through the review queue's teach-back)
 
     report["timings_s"]["ui_imported"] = round(time.time() - t0, 3)
     window = MainWindow(context, force_demo=True)

@@ -13,14 +13,14 @@ from typing import Callable
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from .capture import CaptureController
-from .context import StationContext
-from .inference import InferenceController, InspectionResult, LoadedRecipe
-from .mailbox import CONTINUOUS, MODES, TRIGGERED, RecordPolicy
-from .recording import Recorder
-from .shift import ShiftCounters
-from .sources import make_source
-from .tasks import Task
+from station.qt.capture import CaptureController
+from station.context import StationContext
+from station.qt.inference import InferenceController, InspectionResult, LoadedRecipe
+from station.mailbox import CONTINUOUS, MODES, TRIGGERED, RecordPolicy
+from station.recording import Recorder
+from station.shift import ShiftCounters
+from station.sources import make_source
+from station.qt.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class LivePipeline(QObject):
         self._set_state("training", "Building the demo recipe: the live view already shows the demo parts.")
 
         def build(progress, cancelled):
-            from . import demo_recipe  # imports torch: in the task's thread, not at start-up
+            from station import demo_recipe  # imports torch: in the task's thread, not at start-up
 
             return demo_recipe.build_demo_recipe(root, progress, cancelled)
 

@@ -4,6 +4,8 @@ says it would catch. The wizard saves the recipe when the operator accepts.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWizard, QWizardPage
 
 from core.recipe import Recipe
-from station.workflow_common import model_name, one_in, one_in_words, scale_font, show_status
+from station.qt.workflow_common import model_label, one_in, one_in_words, scale_font, show_status
 
 
 MODEL_COLOURS = {"patchcore": (31, 119, 180), "gaussian": (255, 127, 14), "classifier": (44, 160, 44),
@@ -53,8 +55,12 @@ def synthetic_lines(recipe: Recipe) -> list[str]:
             f"(AUROC {syn['auroc']['fused']:.3f}). An estimate: real defects differ."]
 
 
+if TYPE_CHECKING:  # the wizard imports this page
+    from station.qt.calibration_wizard import CalibrationWizard
+
+
 class ResultPage(QWizardPage):
-    def __init__(self, wizard: "CalibrationWizard"):
+    def __init__(self, wizard: CalibrationWizard):
         super().__init__()
         self.wiz = wizard
         self.setTitle("Check the result")
@@ -116,7 +122,7 @@ class ResultPage(QWizardPage):
             counts, _ = np.histogram(np.clip(s, bottom, top), edges)
             self.histograms[m] = (edges, counts)
             r, g, b = MODEL_COLOURS.get(m, (100, 100, 100))
-            self.plot.plot(edges, counts, stepMode="center", fillLevel=0, name=model_name(m),
+            self.plot.plot(edges, counts, stepMode="center", fillLevel=0, name=model_label(m),
                            pen=pg.mkPen((r, g, b), width=2), brush=pg.mkBrush(r, g, b, 80))
         fusion = recipe.fusion
         if fusion is not None and fusion.threshold is not None:
@@ -145,7 +151,7 @@ class ResultPage(QWizardPage):
         for m in recipe.models:
             thr = recipe.threshold(m)
             lo, hi = thr.band
-            line = (f"{model_name(m)}: PASS below {thr.pass_limit:.4g}, FAIL from {thr.value:.4g}; "
+            line = (f"{model_label(m)}: PASS below {thr.pass_limit:.4g}, FAIL from {thr.value:.4g}; "
                     f"expected {one_in_words(thr.expected_false_reject, 'at or above its FAIL limit')}")
             line += f"; highest good part {thr.good_max / thr.value:.2f}×"
             if thr.n < 10:
@@ -153,7 +159,7 @@ class ResultPage(QWizardPage):
             lines.append(line + ".")
             over = int(np.sum(scores.get(m, np.zeros(0)) >= 1.0))
             if over:
-                lines.append(f"   {over} of the good parts you showed score above the {model_name(m)} limit: "
+                lines.append(f"   {over} of the good parts you showed score above the {model_label(m)} limit: "
                              "check that they really are good.")
         lines.extend(synthetic_lines(recipe))
         skipped = t.get("skipped") or []

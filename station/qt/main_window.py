@@ -1,6 +1,6 @@
 """The operator's main window: the Live tab (camera, inspected part with its heatmap, verdict,
 scores, shift counters, charts), menus, status bar. Other tools plug in with ``add_tab`` and
-``add_action``; they listen to ``window.pipeline`` (see ``station.live.LivePipeline``).
+``add_action``; they listen to ``window.pipeline`` (see ``station.qt.live.LivePipeline``).
 
 What the two image views show: the left one is the camera, live, raw. The right one is the last
 part that was judged, with its heatmap blended over it and the region outlined (blended once, in
@@ -17,15 +17,15 @@ from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QLabel, QMainWindow, QMenu, QMessageBox, QPushButton,
                                QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
-from .charts import ScoreCharts
-from .context import StationContext
-from .inference import InspectionResult, LoadedRecipe
-from .live import LivePipeline
-from .mailbox import CONTINUOUS, TRIGGERED
-from .recipe_dialog import RecipeDialog
-from .widgets import AlertBar, ImageView, ScorePanel, ShiftPanel, TaskBar, VerdictBanner
-from .wording import action as verdict_action
-from .wording import explain, headline
+from station.qt.charts import ScoreCharts
+from station.context import StationContext
+from station.qt.inference import InspectionResult, LoadedRecipe
+from station.qt.live import LivePipeline
+from station.mailbox import CONTINUOUS, TRIGGERED
+from station.qt.recipe_dialog import RecipeDialog
+from station.qt.widgets import AlertBar, ImageView, ScorePanel, ShiftPanel, TaskBar, VerdictBanner
+from station.wording import action as verdict_action
+from station.wording import explain, headline
 
 log = logging.getLogger(__name__)
 
@@ -243,8 +243,8 @@ class MainWindow(QMainWindow):
         """The operator's other tools: review queue and history tabs; calibration, batch and
         what-if dialogs. Long work in any of them pauses live inspection (2 cores cannot train or
         run a batch and inspect at full speed at once); the camera view keeps running."""
-        from .history import HistoryWidget
-        from .review_queue import ReviewQueueWidget
+        from station.qt.history import HistoryWidget
+        from station.qt.review_queue import ReviewQueueWidget
 
         p = self.pipeline
         self.review = ReviewQueueWidget(self.context)
@@ -293,7 +293,7 @@ class MainWindow(QMainWindow):
 
     def open_calibration(self) -> None:
         """The click-to-calibrate wizard; it sees the live camera while it is open."""
-        from .calibration_wizard import CalibrationWizard
+        from station.qt.calibration_wizard import CalibrationWizard
 
         existing = next((d for d in self._dialogs if isinstance(d, CalibrationWizard)), None)
         if existing is not None:
@@ -316,7 +316,7 @@ class MainWindow(QMainWindow):
 
     def open_batch(self, folder: str = "") -> None:
         """Inspect a folder; REVIEW parts of the batch reach the review queue."""
-        from .batch_dialog import BatchDialog
+        from station.qt.batch_dialog import BatchDialog
 
         folder = folder or str(self.ui_settings.value("batch/folder", "") or "")
         dlg = BatchDialog(self.context, self, folder=folder)
@@ -332,7 +332,7 @@ class MainWindow(QMainWindow):
         self.batch_dialog = dlg
 
     def open_whatif(self) -> None:
-        from .whatif import WhatIfDialog
+        from station.qt.whatif_dialog import WhatIfDialog
 
         r = self.current_recipe
         dlg = WhatIfDialog(self.context, self, product=r.product if r else None, version=r.version if r else None)
@@ -513,7 +513,7 @@ class MainWindow(QMainWindow):
         dlg.open()
 
     def open_settings(self) -> None:
-        from .settings_dialog import SettingsDialog
+        from station.qt.settings_dialog import SettingsDialog
 
         dlg = SettingsDialog(self.context, self.ui_settings, self)
         dlg.settings_saved.connect(self.pipeline.apply_settings)

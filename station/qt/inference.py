@@ -26,8 +26,8 @@ from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal
 from core import overlay
 from core.types import Frame, Inspection, frozen_array
 
-from .mailbox import CONTINUOUS, InferenceInbox, RecordPolicy
-from .recording import Recorder
+from station.mailbox import CONTINUOUS, InferenceInbox, RecordPolicy
+from station.recording import Recorder
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Screenshots of the main window in each verdict state, taken through the real pipeline.
 
-    python -m station.screenshots OUTDIR [--data-dir DIR]
+    python -m station.qt.screenshots OUTDIR [--data-dir DIR]
 
 Runs the demo stream for a few seconds (so the counters and charts have history), then shows a
 chosen PASS, FAIL and REVIEW demo part to the camera (triggered mode, one Space each) and saves
@@ -67,12 +67,12 @@ def take(outdir: Path, data_dir: Path) -> list[Path]:
     from PySide6.QtCore import Qt
     from PySide6.QtTest import QTest
 
-    from .app import make_application
-    from .context import StationContext
-    from .live import LivePipeline
-    from .main_window import MainWindow
-    from .mailbox import CONTINUOUS, TRIGGERED
-    from .sources import ArraySource
+    from station.qt.app import make_application
+    from station.context import StationContext
+    from station.qt.live import LivePipeline
+    from station.qt.main_window import MainWindow
+    from station.mailbox import CONTINUOUS, TRIGGERED
+    from station.sources import ArraySource
 
     app = make_application()
     outdir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,8 @@ def take(outdir: Path, data_dir: Path) -> list[Path]:
             _spin(300)
             seq = window.banner.shown_seq
             QTest.keyClick(window, Qt.Key.Key_Space)
-            if not _wait_until(lambda: window.banner.painted_seq > seq and window.banner.state == state, 10):
+            if not _wait_until(lambda seq=seq, state=state: window.banner.painted_seq > seq and window.banner.state == state,
+                               10):
                 print(f"the window did not show {state} (it shows {window.banner.state})", file=sys.stderr)
             _spin(400)  # charts redraw at 10 Hz
             path = outdir / f"main_{state.lower()}.png"
@@ -116,7 +117,7 @@ def take(outdir: Path, data_dir: Path) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m station.screenshots", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m station.qt.screenshots", description=__doc__.split("\n\n")[0])
     ap.add_argument("outdir", help="folder for the PNG files")
     ap.add_argument("--data-dir", help="station folder holding (or receiving) the demo recipe",
                     default=str(Path(tempfile.gettempdir()) / "station-bench"))

@@ -1,6 +1,6 @@
 """Live-station benchmark: the real main window, offscreen, demo source, demo recipe.
 
-    python -m training.bench_station [--duration 60] [--presses 50] [--data-dir DIR]
+    python -m station.qt.bench_station [--duration 60] [--presses 50] [--data-dir DIR]
 
 Continuous mode for ``duration`` seconds: displayed frames per second (frames actually painted by
 the live view), inspections per second, and the UI thread's responsiveness: a 5 ms precise QTimer
@@ -205,9 +205,9 @@ def run(duration: float = 60.0, presses: int = 50, data_dir: str | None = None, 
     from PySide6.QtCore import Qt
     from PySide6.QtTest import QTest
 
-    from station.app import make_application
+    from station.qt.app import make_application
     from station.context import StationContext
-    from station.main_window import MainWindow
+    from station.qt.main_window import MainWindow
     from station.mailbox import CONTINUOUS, TRIGGERED
 
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
@@ -264,7 +264,7 @@ def run(duration: float = 60.0, presses: int = 50, data_dir: str | None = None, 
             t_press = time.perf_counter()
             QTest.keyClick(window, Qt.Key.Key_Space)
             seq = window.banner.shown_seq  # "Inspecting…" was set by the key press
-            ok = _wait_until(lambda: window.banner.painted_seq > seq and window.banner.state != "BUSY", 5.0)
+            ok = _wait_until(lambda seq=seq: window.banner.painted_seq > seq and window.banner.state != "BUSY", 5.0)
             if ok and p.trigger_pending is False:
                 lat.append((window.banner.last_painted - t_press) * 1e3)
             else:
@@ -353,7 +353,7 @@ def table(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.bench_station", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m station.qt.bench_station", description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of continuous inspection (default 60)")
     ap.add_argument("--presses", type=int, default=50, help="Space presses in triggered mode (default 50)")
     ap.add_argument("--data-dir", help="bench data folder (keeps the demo recipe between runs)")
@@ -367,7 +367,7 @@ def main(argv=None) -> int:
     if args.out:
         from training.bench import machine, write_section
 
-        command = "python -m training.bench_station " + " ".join(argv if argv is not None else sys.argv[1:])
+        command = "python -m station.qt.bench_station " + " ".join(argv if argv is not None else sys.argv[1:])
         write_section(Path(args.out), markdown(out, machine(), command), STATION_START, STATION_END)
     if args.json:
         import json

@@ -12,8 +12,8 @@ from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel, QProgre
 
 from core.types import ModelScore, ModelState
 
-from .shift import ShiftSnapshot
-from .wording import model_label
+from station.shift import ShiftSnapshot
+from station.wording import model_label
 
 COLOURS = {
     "PASS": QColor("#2e7d32"), "FAIL": QColor("#c62828"), "REVIEW": QColor("#ffb300"),

@@ -21,8 +21,8 @@ from PySide6.QtWidgets import (
 
 from core.store import ResultsStore
 from station.context import StationContext
-from station.part_viewer import PartViewer
-from station.workflow_common import (
+from station.qt.part_viewer import PartViewer
+from station.qt.workflow_common import (
     ColumnsTableModel,
     ERROR_COLOUR, VERDICT_COLOURS, LatestRunner, local_time, reasons_in_words, scale_font, status_style,
 )
@@ -100,7 +100,7 @@ class HistoryModel(ColumnsTableModel):
         if role == Qt.ItemDataRole.ForegroundRole and c == 2:
             return QBrush(VERDICT_COLOURS.get(r.get("decision") or "", ERROR_COLOUR))
         if role == Qt.ItemDataRole.ToolTipRole:
-            return r.get("error") or "\n".join(reasons_in_words(r.get("reasons", ()), r.get("notes", ())))
+            return r.get("error") or "\n".join(reasons_in_words(r.get("reasons", ()), r.get("notes", ()), r.get("scores")))
         if role == Qt.ItemDataRole.TextAlignmentRole and c in (6, 7, 8):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
@@ -125,7 +125,7 @@ class HistoryModel(ColumnsTableModel):
         if c in (7, 8):
             s = (r.get("scores") or {}).get("patchcore" if c == 7 else "gaussian")
             return f"{s['score']:.2f}" if s else ""
-        return r.get("error") or " ".join(reasons_in_words(r.get("reasons", ())))
+        return r.get("error") or " ".join(reasons_in_words(r.get("reasons", ()), scores=r.get("scores"), detail=False))
 
 
 class HistoryWidget(QWidget):

@@ -5,6 +5,8 @@ later retrain can find them); the wizard removes them again when it is cancelled
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import datetime as _dt
 import logging
 import shutil
@@ -19,9 +21,9 @@ from PySide6.QtWidgets import (
 )
 
 from core.images import list_images, save_image_atomic
-from station.part_viewer import ImageView
-from station.tasks import Task
-from station.workflow_common import (
+from station.qt.part_viewer import ImageView
+from station.qt.tasks import Task
+from station.qt.workflow_common import (
     LatestRunner, release_later, scale_font, show_status, shrink, status_style, to_qimage,
 )
 
@@ -30,8 +32,12 @@ log = logging.getLogger(__name__)
 PREVIEW_MS = 100  # live preview refresh
 
 
+if TYPE_CHECKING:  # the wizard imports this page
+    from station.qt.calibration_wizard import CalibrationWizard
+
+
 class CollectPage(QWizardPage):
-    def __init__(self, wizard: "CalibrationWizard"):
+    def __init__(self, wizard: CalibrationWizard):
         super().__init__()
         self.wiz = wizard
         self.setTitle("Show the station good parts")

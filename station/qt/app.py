@@ -27,7 +27,7 @@ APPLICATION = "Station"
 
 def resources_dir() -> Path:
     """resources/ beside the package, or inside a PyInstaller bundle."""
-    base = Path(getattr(sys, "_MEIPASS", Path(__file__).resolve().parents[1]))
+    base = Path(getattr(sys, "_MEIPASS", Path(__file__).resolve().parents[2]))
     return base / "resources"
 
 
@@ -148,11 +148,11 @@ def _close_other_windows(main_window) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.self_test:  # temporary folders, offscreen, demo source end to end; 0 only if all worked
-        from .selftest import run as run_self_test
+        from station.qt.selftest import run as run_self_test
 
         return run_self_test(args)
 
-    from .context import StationContext
+    from station.context import StationContext
 
     try:
         context = StationContext(args.data_dir, args.config_dir)
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     app = make_application()
     qt_messages_to_log()
 
-    from .main_window import MainWindow
+    from station.qt.main_window import MainWindow
 
     window = MainWindow(context, force_demo=args.demo)
     window.closed.connect(lambda: _close_other_windows(window))  # an error box must not keep us alive

@@ -16,8 +16,8 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDia
 
 from core.demo import PART_KINDS
 
-from .sources import probe_cameras
-from .tasks import Task
+from station.sources import probe_cameras
+from station.qt.tasks import Task
 
 log = logging.getLogger(__name__)
 

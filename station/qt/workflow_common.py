@@ -2,10 +2,10 @@
 
 Qt widgets live in the workflow modules; this one holds what more than one of them needs:
 
-* what operators read lives in the Qt-free :mod:`station.workflow_text` (re-exported here);
-* :func:`to_qimage`, :func:`shrink`, :func:`thumbnail_png`: numpy images for display (a QImage may
-  be built in a worker thread; a QPixmap only in the UI thread);
-* :class:`LatestRunner`: runs :class:`station.tasks.Task` jobs one at a time, newest request wins
+* what operators read lives in the Qt-free :mod:`station.wording` (re-exported here);
+* :func:`to_qimage` (a QImage may be built in a worker thread; a QPixmap only in the UI thread);
+  :func:`shrink` and :func:`thumbnail_png` come from the Qt-free :mod:`station.thumbnails`;
+* :class:`LatestRunner`: runs :class:`station.qt.tasks.Task` jobs one at a time, newest request wins
   (the review queue, the viewer and the what-if dialog ask for work faster than it finishes).
 """
 from __future__ import annotations
@@ -13,18 +13,15 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-import cv2
 import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QImage
 from PySide6.QtWidgets import QWidget
 
-from core import overlay
-from core.images import encode_png
-from station.tasks import Task
-from station.workflow_text import (  # noqa: F401 - re-exported for the workflow widgets
-    ALL_MODELS, MODEL_NAMES, REASON_TEXT, STATE_WORDS, local_time, model_name, one_in, one_in_words,
-    reasons_in_words, scores_in_words,
+from station.qt.tasks import Task
+from station.thumbnails import overlay_small, shrink, thumbnail_png  # noqa: F401 - re-exported
+from station.wording import (  # noqa: F401 - re-exported for the workflow widgets
+    ALL_MODELS, STATE_WORDS, local_time, model_label, one_in, one_in_words, reasons_in_words, scores_in_words,
 )
 
 log = logging.getLogger(__name__)
@@ -34,16 +31,6 @@ ERROR_COLOUR = QColor(120, 120, 120)
 
 
 # -- images ------------------------------------------------------------------------------------
-def shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
-    """Downscale (INTER_AREA) so the longer side is at most ``max_side``; never upscales."""
-    h, w = rgb.shape[:2]
-    s = max_side / float(max(h, w))
-    if s >= 1.0:
-        return rgb
-    size = (max(1, int(round(w * s))), max(1, int(round(h * s))))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-
-
 def to_qimage(rgb: np.ndarray) -> QImage:
     """RGB uint8 HxWx3 (or HxW) -> a QImage that owns its pixels (safe in any thread)."""
     a = np.ascontiguousarray(rgb)
@@ -51,26 +38,6 @@ def to_qimage(rgb: np.ndarray) -> QImage:
         a = np.ascontiguousarray(np.repeat(a[:, :, None], 3, axis=2))
     h, w = a.shape[:2]
     return QImage(a.data, w, h, int(a.strides[0]), QImage.Format.Format_RGB888).copy()
-
-
-def overlay_small(image: np.ndarray, amap: np.ndarray | None, max_side: int,
-                  region=None, decision: str | None = None) -> np.ndarray:
-    """The part (shrunk) with a heatmap blended over it; region given in ``image`` pixels."""
-    small = shrink(image, max_side)
-    if amap is None:
-        return small
-    amap = cv2.resize(np.asarray(amap, np.float32), (small.shape[1], small.shape[0]),
-                      interpolation=cv2.INTER_AREA)
-    if region is not None:
-        s = small.shape[1] / float(image.shape[1])
-        x, y, w, h = region
-        region = (int(x * s), int(y * s), max(1, int(round(w * s))), max(1, int(round(h * s))))
-    return overlay.blend(small, amap, region, decision)
-
-
-def thumbnail_png(image: np.ndarray, amap: np.ndarray | None, max_side: int = 64,
-                  region=None, decision: str | None = None) -> bytes:
-    return encode_png(overlay_small(image, amap, max_side, region, decision))
 
 
 # -- looks -------------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from PySide6.QtWidgets import (
 from core.anomaly_map import region_of
 from core.images import ImageError, load_image
 from station.context import StationContext, load_maps
-from station.workflow_common import (
-    ALL_MODELS, VERDICT_COLOURS, LatestRunner, local_time, model_name, overlay_small,
+from station.qt.workflow_common import (
+    ALL_MODELS, VERDICT_COLOURS, LatestRunner, local_time, model_label, overlay_small,
     reasons_in_words, scale_font, scores_in_words, shrink, status_style, to_qimage,
 )
 
@@ -69,7 +69,7 @@ def views_from_arrays(image: np.ndarray, maps: dict, decision: str | None = None
         level = (bands or {}).get(m)
         if m == "patchcore" and level is not None:
             region = region_in(image.shape[:2], amap, float(level))
-        views.append((f"{model_name(m)} heatmap",
+        views.append((f"{model_label(m)} heatmap",
                       to_qimage(overlay_small(image, amap, max_side, region, decision))))
     return views
 
@@ -223,7 +223,7 @@ class PartView(QWidget):
         if record.get("error"):
             self.reasons_label.setText(str(record["error"]))
         else:
-            self.reasons_label.setText("\n".join(reasons_in_words(record.get("reasons", ()), record.get("notes", ()))))
+            self.reasons_label.setText("\n".join(reasons_in_words(record.get("reasons", ()), record.get("notes", ()), record.get("scores"))))
         self.scores_label.setText(scores_in_words(record.get("scores") or {}))
         self.message_label.setText("Loading the images…")
         loader = self._loader
