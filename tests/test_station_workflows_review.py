@@ -14,7 +14,7 @@ from workflow_helpers import FAIL_RAW, PASS_RAW, REVIEW_RAW, add_part, inspectio
 
 @pytest.fixture
 def queue(qtbot, ctx):
-    from station.review_queue import ReviewQueueWidget
+    from station.qt.review_queue import ReviewQueueWidget
 
     w = ReviewQueueWidget(ctx)
     qtbot.addWidget(w)
@@ -35,8 +35,13 @@ def wait_idle(qtbot, w):
     qtbot.waitUntil(lambda: not w.view.busy(), timeout=10000)
 
 
+def written(qtbot, w):
+    """Decisions are written on the writer thread: wait until the window has heard back."""
+    qtbot.waitUntil(lambda: w.writes_pending() == 0, timeout=10000)
+
+
 def test_g_and_d_store_decisions_oldest_first_and_teach_back(qtbot, ctx):
-    from station.review_queue import ReviewQueueWidget
+    from station.qt.review_queue import ReviewQueueWidget
     from station.teach_back import taught_name
 
     first = add_part(ctx, REVIEW_RAW, 0)
@@ -64,6 +69,7 @@ def test_g_and_d_store_decisions_oldest_first_and_teach_back(qtbot, ctx):
         qtbot.keyClicks(w.note, "dent near the hole")
         qtbot.keyClick(w.note, Qt.Key.Key_Return)
         qtbot.keyClick(w, Qt.Key.Key_D)
+        written(qtbot, w)
         rec = ctx.store.get_inspection(second)
         assert rec["review"] == "defect"
         assert rec["review_note"] == "dent near the hole"
@@ -82,6 +88,7 @@ def test_g_and_d_store_decisions_oldest_first_and_teach_back(qtbot, ctx):
         qtbot.keyClick(w, Qt.Key.Key_B)
         assert w.current_record()["id"] == first
         qtbot.keyClick(w, Qt.Key.Key_D)
+        written(qtbot, w)
         history = ctx.store.reviews_for(first)
         assert [r["decision"] for r in history] == ["good", "defect"]
         assert ctx.store.get_inspection(first)["review"] == "defect"
@@ -108,7 +115,7 @@ def test_live_items_fails_and_refresh(qtbot, ctx, queue):
 
 
 def test_part_without_image_can_be_decided_but_not_taught(qtbot, ctx):
-    from station.review_queue import ReviewQueueWidget
+    from station.qt.review_queue import ReviewQueueWidget
 
     pid = add_part(ctx, REVIEW_RAW, 5, keep=False)
     w = ReviewQueueWidget(ctx)
@@ -116,6 +123,7 @@ def test_part_without_image_can_be_decided_but_not_taught(qtbot, ctx):
     show_active(qtbot, w)
     try:
         qtbot.keyClick(w, Qt.Key.Key_G)
+        written(qtbot, w)
         assert ctx.store.get_inspection(pid)["review"] == "good"
         assert "not taught in" in w.status.text()
         wait_idle(qtbot, w)
@@ -126,7 +134,7 @@ def test_part_without_image_can_be_decided_but_not_taught(qtbot, ctx):
 def test_retrain_uses_taught_and_original_images(qtbot, ctx, tiny_recipe_root, tmp_path, monkeypatch):
     import shutil
 
-    import station.review_queue as rq
+    import station.qt.review_queue as rq
     import station.teach_back as tb
     from core.recipe import load_recipe
 
@@ -151,6 +159,7 @@ def test_retrain_uses_taught_and_original_images(qtbot, ctx, tiny_recipe_root, t
         qtbot.keyClick(w, Qt.Key.Key_G)
         qtbot.keyClick(w, Qt.Key.Key_G)
         qtbot.keyClick(w, Qt.Key.Key_D)
+        written(qtbot, w)
         assert w.product_combo.currentText() == "tiny"
         assert "2 good, 1 defect" in w.taught_label.text()
         with qtbot.waitSignal(w.recipe_saved, timeout=20000) as sig:
@@ -194,3 +203,36 @@ def test_retrain_uses_taught_and_original_images(qtbot, ctx, tiny_recipe_root, t
     finally:
         w.shutdown()
 
+
+
+def test_decisions_are_written_off_the_ui_thread_and_a_refused_one_still_waits(qtbot, ctx, monkeypatch):
+    import threading
+
+    from station.qt.review_queue import ReviewQueueWidget
+
+    ok_id = add_part(ctx, REVIEW_RAW, 6)
+    bad_id = add_part(ctx, REVIEW_RAW, 7)
+    threads, real = [], ctx.store.add_review
+
+    def add_review(iid, label, note="", operator=""):
+        threads.append(threading.current_thread())
+        if iid == bad_id:
+            raise OSError(28, "No space left on device")
+        return real(iid, label, note, operator=operator)
+
+    monkeypatch.setattr(ctx.store, "add_review", add_review)
+    w = ReviewQueueWidget(ctx)
+    qtbot.addWidget(w)
+    show_active(qtbot, w)
+    try:
+        qtbot.keyClick(w, Qt.Key.Key_G)
+        qtbot.keyClick(w, Qt.Key.Key_D)
+        written(qtbot, w)
+        assert threads and all(t is not threading.main_thread() for t in threads)  # never the UI thread
+        assert ctx.store.get_inspection(ok_id)["review"] == "good"
+        assert ctx.store.get_inspection(bad_id)["review"] is None
+        assert "NOT saved" in w.status.text() and "No space left" in w.status.text()
+        assert w.pending_count() == 1  # the refused one waits again, shown undecided
+        assert not w.list.item(1).text().startswith("✓")
+    finally:
+        w.shutdown()

@@ -1,0 +1,425 @@
+"""The review queue: parts the station was not sure about, waiting for an operator's decision.
+
+Keyboard first: **G** good, **D** defect (the next part comes up at once; the decision is stored,
+append-only, and taught back by :class:`station.review.DecisionWriter` on its own thread, in order), **N** types a note (Enter returns to the decision keys), **B** goes back to the
+previous part (a second decision supersedes the first; both stay in the store), **F5** refreshes.
+
+Teach-back (``station.teach_back``): a confirmed part's image is copied into the product's
+taught-in ``good`` or ``defect`` folder (named by inspection id, written atomically; a changed
+decision moves it). **Retrain** trains a new recipe version from those images plus the images the
+current version was trained on, when they still exist, and saves it; older versions stay selectable.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import sqlite3
+
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtGui import QBrush, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QComboBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QProgressBar,
+    QPushButton, QSplitter, QVBoxLayout, QWidget,
+)
+
+from core.store import StoreError
+from core.types import Decision
+from station.context import StationContext
+from station.qt.part_viewer import PartView, PartViewer
+from station.qt.tasks import Task
+from station.review import LABELS, Decided, DecisionWriter
+from station.teach_back import images_in, retrain_job
+from station.qt.workflow_common import (
+    ERROR_COLOUR, VERDICT_COLOURS, local_time, reasons_in_words, release_later, scale_font,
+    status_style,
+)
+
+log = logging.getLogger(__name__)
+
+FAIL_WINDOW_DAYS = 7  # FAIL parts older than this are not queued (they were dealt with on the line)
+MAX_FAILS = 1000
+
+
+# -- the widget ----------------------------------------------------------------------------------
+class ReviewQueueWidget(QWidget):
+    """Parts waiting for an operator's Good / Defect decision, oldest first."""
+
+    decision_recorded = Signal(int, str)  # inspection id, "good" | "defect": stored (and taught back if it could be)
+    _decision_written = Signal(object)  # Decided, from the writer thread (queued into the UI thread)
+    pending_count_changed = Signal(int)
+    recipe_saved = Signal(str, int)  # product, version
+    busy_changed = Signal(bool)  # True while a retrain runs (the owner may pause live inspection)
+
+    def __init__(self, context: StationContext, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.context = context
+        self._decided: dict[int, str] = {}  # decisions made in this session, by inspection id
+        self._unwritten: list[tuple[int, str | None]] = []  # (id, the decision before) per decision on its way
+        self._decision_written.connect(self._written)
+        self._writer = DecisionWriter(context, self._decision_written.emit)
+        self._retrain: Task | None = None
+        self._last_row = -1
+
+        self.count_label = QLabel()
+        scale_font(self.count_label, 1.3, bold=True)
+        refresh = QPushButton("Refresh (F5)")
+        refresh.clicked.connect(self.refresh)
+        top = QHBoxLayout()
+        top.addWidget(self.count_label, 1)
+        top.addWidget(refresh)
+
+        self.list = QListWidget()
+        self.list.setAlternatingRowColors(True)
+        scale_font(self.list, 1.15)
+        self.list.currentRowChanged.connect(self._show_row)
+        self.list.itemDoubleClicked.connect(self._open_viewer)
+        self.view = PartView(self)
+
+        self.note = QLineEdit()
+        self.note.setPlaceholderText("Note (optional) — press N to type, Enter when done")
+        scale_font(self.note, 1.2)
+        self.note.returnPressed.connect(self._note_done)
+        self.good_button = QPushButton("Good  (G)")
+        self.defect_button = QPushButton("Defect  (D)")
+        self.back_button = QPushButton("Back  (B)")
+        for b, colour in ((self.good_button, VERDICT_COLOURS["PASS"]), (self.defect_button, VERDICT_COLOURS["FAIL"]),
+                          (self.back_button, None)):
+            b.setMinimumHeight(56)
+            scale_font(b, 1.5, bold=colour is not None)
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            if colour is not None:
+                b.setStyleSheet(f"QPushButton {{ color: white; background: {colour.name()}; border-radius: 6px;"
+                                " padding: 6px 24px; } QPushButton:disabled { background: #aaa; }")
+        self.good_button.clicked.connect(lambda: self.decide("good"))
+        self.defect_button.clicked.connect(lambda: self.decide("defect"))
+        self.back_button.clicked.connect(self.back)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.back_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.good_button)
+        buttons.addWidget(self.defect_button)
+
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.addWidget(self.view, 1)
+        rl.addWidget(self.note)
+        rl.addLayout(buttons)
+        split = QSplitter()
+        split.addWidget(self.list)
+        split.addWidget(right)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 3)
+        split.setSizes([300, 900])
+
+        # retraining
+        self.product_combo = QComboBox()
+        self.product_combo.currentTextChanged.connect(self._update_taught)
+        self.taught_label = QLabel()
+        self.retrain_button = QPushButton("Retrain…")
+        self.retrain_button.setToolTip("Train a new recipe version with the taught-in parts")
+        self.retrain_button.clicked.connect(self.start_retrain)
+        self.retrain_progress = QProgressBar()
+        self.retrain_progress.setRange(0, 1000)
+        self.retrain_progress.hide()
+        self.retrain_cancel = QPushButton("Cancel")
+        self.retrain_cancel.clicked.connect(self.cancel_retrain)
+        self.retrain_cancel.hide()
+        bottom = QHBoxLayout()
+        bottom.addWidget(QLabel("Product:"))
+        bottom.addWidget(self.product_combo)
+        bottom.addWidget(self.taught_label, 1)
+        bottom.addWidget(self.retrain_progress, 1)
+        bottom.addWidget(self.retrain_cancel)
+        bottom.addWidget(self.retrain_button)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        scale_font(self.status, 1.1)
+
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addWidget(split, 1)
+        lay.addLayout(bottom)
+        lay.addWidget(self.status)
+
+        ctx = Qt.ShortcutContext.WidgetWithChildrenShortcut
+        for key, slot in ((Qt.Key.Key_G, lambda: self.decide("good")), (Qt.Key.Key_D, lambda: self.decide("defect")),
+                          (Qt.Key.Key_B, self.back), (Qt.Key.Key_N, self.note.setFocus),
+                          (Qt.Key.Key_F5, self.refresh)):
+            QShortcut(QKeySequence(key), self, slot, context=ctx)
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self.note, self.list.setFocus,
+                  context=Qt.ShortcutContext.WidgetShortcut)
+        self.refresh()
+
+    # -- public ---------------------------------------------------------------------------------
+    @Slot()
+    def refresh(self) -> None:
+        """Reload the waiting parts from the store (decisions made here drop out)."""
+        current = self.current_record()
+        try:
+            records = self._load_pending()
+        except (StoreError, sqlite3.Error) as exc:
+            log.error("Review queue: cannot read the store: %s", exc)
+            self._say(f"The results store cannot be read: {exc}", "error")
+            return
+        self._decided.clear()
+        self.list.blockSignals(True)
+        self.list.clear()
+        for rec in records:
+            self._append(rec)
+        self.list.blockSignals(False)
+        row = 0
+        if current is not None:
+            row = next((i for i in range(self.list.count()) if self._record(i)["id"] == current["id"]), 0)
+        self._select(row if self.list.count() else -1)
+        self._update_products()
+        self._update_count()
+
+    @Slot(int, object)
+    def on_inspection_recorded(self, inspection_id: int, inspection: object = None) -> None:
+        """A new inspection was stored: queue it if it waits for a decision."""
+        decision = getattr(getattr(inspection, "decision", None), "value", getattr(inspection, "decision", None))
+        if decision is not None and not self._queued(str(decision)):
+            return
+        if any(self._record(i)["id"] == inspection_id for i in range(self.list.count())):
+            return
+        try:
+            rec = self.context.store.get_inspection(int(inspection_id))
+        except (StoreError, sqlite3.Error) as exc:
+            log.error("Review queue: cannot read inspection %s: %s", inspection_id, exc)
+            return
+        if rec is None or rec.get("review") or not self._queued(rec.get("decision") or ""):
+            return
+        self._append(rec)
+        if self.list.currentRow() < 0 or self.current_record()["id"] in self._decided:
+            self._select(self.list.count() - 1)
+        self._update_products()
+        self._update_count()
+
+    def current_record(self) -> dict | None:
+        row = self.list.currentRow()
+        return self._record(row) if row >= 0 else None
+
+    def pending_count(self) -> int:
+        return sum(1 for i in range(self.list.count()) if self._record(i)["id"] not in self._decided)
+
+    def decide(self, label: str) -> None:
+        """Take the operator's decision for the current part and show the next part; the store write
+        and the teach-back happen on the writer thread (see :meth:`_written`)."""
+        rec = self.current_record()
+        if rec is None:
+            self._say("There is no part waiting for a decision.", "info")
+            return
+        note = self.note.text().strip()
+        before = self._decided.get(rec["id"])
+        self._decided[rec["id"]] = label
+        self._unwritten.append((rec["id"], before))
+        self._writer.submit(rec, label, note, operator=self.context.settings.operator, changed=before is not None)
+        self._mark(self.list.currentRow())
+        self.note.clear()
+        self._say(f"Saving: part {rec['id']} is {LABELS[label].upper()} …", "info")
+        self._update_count()
+        self._last_row = self.list.currentRow()
+        self._select(self._next_undecided(self.list.currentRow()))
+
+    def writes_pending(self) -> int:
+        """Decisions taken but not yet confirmed written."""
+        return len(self._unwritten)
+
+    @Slot(object)
+    def _written(self, done: Decided) -> None:
+        i = next((k for k, (iid, _) in enumerate(self._unwritten) if iid == done.inspection_id), None)
+        before = self._unwritten.pop(i)[1] if i is not None else None
+        if not done.saved:  # the part still waits: undo what the list shows
+            if self._decided.get(done.inspection_id) == done.label:
+                if before is None:
+                    self._decided.pop(done.inspection_id, None)
+                else:
+                    self._decided[done.inspection_id] = before
+            row = self._row_of(done.inspection_id)
+            if row >= 0:
+                self._mark(row)
+            self._say(done.message, "error")
+            self._update_count()
+            return
+        self._say(done.message, done.kind)
+        self.decision_recorded.emit(done.inspection_id, done.label)
+        self._update_taught()
+        self._update_count()
+
+    def back(self) -> None:
+        """Show the part before the current one (the last one when all are decided)."""
+        row = self.list.currentRow()
+        if row < 0 and self.list.count():
+            self._select(self._last_row if 0 <= self._last_row < self.list.count() else self.list.count() - 1)
+        elif row > 0:
+            self._select(row - 1)
+
+    def start_retrain(self) -> None:
+        product = self.product_combo.currentText()
+        if not product or self._retrain is not None:
+            return
+        if product not in self.context.products():
+            self._say(f"There is no recipe for '{product}' yet: calibrate it first.", "error")
+            return
+        task = Task(retrain_job(self.context, product))
+        task.progressed.connect(self._retrain_progress)
+        task.succeeded.connect(self._retrain_done)
+        task.failed.connect(lambda msg: self._say(f"Retraining failed: {msg}", "error"))
+        task.cancelled.connect(lambda: self._say("Retraining cancelled: nothing was saved.", "info"))
+        task.finished.connect(self._retrain_finished)
+        self._retrain = task
+        self.retrain_button.setEnabled(False)
+        self.retrain_progress.setValue(0)
+        self.retrain_progress.show()
+        self.retrain_cancel.show()
+        self._say(f"Retraining {product}…", "info")
+        task.start()
+        self.busy_changed.emit(True)
+
+    def cancel_retrain(self) -> None:
+        if self._retrain is not None:
+            self._retrain.cancel()
+            self._say("Stopping the training…", "info")
+
+    def retraining(self) -> bool:
+        return self._retrain is not None
+
+    def shutdown(self) -> None:
+        """Stop background work (window close): waits for it to end; decisions taken are written first."""
+        if not self._writer.close():
+            log.error("Review queue: decisions were still being written when the window closed")
+        self.view.shutdown()
+        if self._retrain is not None:
+            self._retrain.shutdown()
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        self.shutdown()
+        super().closeEvent(event)
+
+    # -- private --------------------------------------------------------------------------------
+    def _queued(self, decision: str) -> bool:
+        return decision == Decision.REVIEW.value or (
+            decision == Decision.FAIL.value and self.context.settings.queue_fails)
+
+    def _load_pending(self) -> list[dict]:
+        store = self.context.store
+        records = store.pending_reviews()
+        if self.context.settings.queue_fails:
+            since = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(days=FAIL_WINDOW_DAYS)
+            fails = store.query_inspections(since=since, decisions=["FAIL"], limit=MAX_FAILS, newest_first=False)
+            records += [r for r in fails if not r.get("review")]
+            records.sort(key=lambda r: (r["ts"], r["id"]))
+        return records
+
+    def _row_of(self, inspection_id: int) -> int:
+        return next((i for i in range(self.list.count()) if self._record(i)["id"] == inspection_id), -1)
+
+    def _record(self, row: int) -> dict:
+        return self.list.item(row).data(Qt.ItemDataRole.UserRole)
+
+    def _append(self, rec: dict) -> None:
+        item = QListWidgetItem()
+        item.setData(Qt.ItemDataRole.UserRole, rec)
+        self.list.addItem(item)
+        self._mark(self.list.count() - 1)
+
+    def _mark(self, row: int) -> None:
+        item = self.list.item(row)
+        rec = self._record(row)
+        reasons = reasons_in_words(rec.get("reasons", ())[:1], scores=rec.get("scores"), detail=False)
+        text = f"{local_time(rec['ts'])[11:]}  {rec.get('decision')}  ·  {rec.get('recipe')} v{rec.get('recipe_version')}"
+        text += f"\n{reasons[0] if reasons else ''}"
+        label = self._decided.get(rec["id"])
+        if label:
+            item.setText(f"✓ {LABELS[label]} — " + text)
+            item.setForeground(QBrush(ERROR_COLOUR))
+        else:
+            item.setText(text)
+            item.setForeground(QBrush(VERDICT_COLOURS.get(rec.get("decision"), ERROR_COLOUR).darker(130)))
+
+    def _next_undecided(self, row: int) -> int:
+        n = self.list.count()
+        for i in list(range(row + 1, n)) + list(range(0, row + 1)):
+            if self._record(i)["id"] not in self._decided:
+                return i
+        return -1
+
+    def _select(self, row: int) -> None:
+        if row < 0:
+            self.list.setCurrentRow(-1)
+            self._show_row(-1)
+        else:
+            self.list.setCurrentRow(row)
+            self.list.scrollToItem(self.list.item(row))
+
+    def _show_row(self, row: int) -> None:
+        if row < 0:
+            self.view.clear("Nothing waiting for review." if self.list.count() == 0 else
+                            "All parts in the list are decided. Press F5 to look for new ones.")
+            self.good_button.setEnabled(False)
+            self.defect_button.setEnabled(False)
+            return
+        self.good_button.setEnabled(True)
+        self.defect_button.setEnabled(True)
+        self.view.show_record(self._record(row))
+
+    def _open_viewer(self, item: QListWidgetItem) -> None:
+        PartViewer(self.context, item.data(Qt.ItemDataRole.UserRole), self).open()
+
+    def _note_done(self) -> None:
+        self.list.setFocus()
+        if self.note.text().strip():
+            self._say("Note kept for this part: now press G (good) or D (defect).", "info")
+
+    def _update_count(self) -> None:
+        n = self.pending_count()
+        self.count_label.setText(f"Parts waiting for review: {n}" if n else "No parts waiting for review")
+        self.pending_count_changed.emit(n)
+
+    def _update_products(self) -> None:
+        current = self.product_combo.currentText() or self.context.settings.active_product
+        names = set(self.context.products())
+        names.update(self._record(i).get("recipe") for i in range(self.list.count()))
+        names.discard("")
+        names.discard(None)
+        self.product_combo.blockSignals(True)
+        self.product_combo.clear()
+        self.product_combo.addItems(sorted(names))
+        if current in names:
+            self.product_combo.setCurrentText(current)
+        self.product_combo.blockSignals(False)
+        self._update_taught()
+
+    def _update_taught(self, *_) -> None:
+        product = self.product_combo.currentText()
+        if not product:
+            self.taught_label.setText("")
+            self.retrain_button.setEnabled(False)
+            return
+        root = self.context.products_root / product
+        n = {lab: len(images_in(root / lab)) for lab in ("good", "defect")}
+        self.taught_label.setText(f"Taught in: {n['good']} good, {n['defect']} defect")
+        self.retrain_button.setEnabled(self._retrain is None)
+
+    def _retrain_progress(self, stage: str, fraction: float) -> None:
+        self.retrain_progress.setValue(int(fraction * 1000))
+        self.retrain_progress.setFormat(f"{stage} — %p%")
+
+    def _retrain_done(self, result) -> None:
+        if not result:
+            return
+        product, version, summary = result
+        self._say(f"Saved {product} version {version}. {summary} Earlier versions stay available.", "ok")
+        self.recipe_saved.emit(product, int(version))
+
+    def _retrain_finished(self) -> None:
+        release_later(self._retrain)
+        self._retrain = None
+        self.retrain_progress.hide()
+        self.retrain_cancel.hide()
+        self._update_taught()
+        self.busy_changed.emit(False)
+
+    def _say(self, text: str, kind: str = "info") -> None:
+        self.status.setText(text)
+        self.status.setStyleSheet(status_style(kind))
