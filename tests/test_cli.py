@@ -61,6 +61,14 @@ def test_train_refuses_too_few_images(tmp_path, capsys):
     assert "at least 10 good images" in capsys.readouterr().err
 
 
+def test_train_refuses_a_product_name_other_than_its_folder(tmp_path, dataset, capsys):
+    out = tmp_path / "bottle_recipe"
+    assert main(["train", "--good", str(dataset / "train" / "good"), "--out", str(out), "--product", "bottle"]) == 2
+    err = capsys.readouterr().err
+    assert "differs from the --out folder's name" in err and str(tmp_path / "bottle") in err
+    assert not (tmp_path / "bottle").exists() and not out.exists()  # nothing trained, nothing written
+
+
 def test_inspect_writes_one_csv_row_per_file_and_goes_on_after_bad_files(trained, dataset, tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -169,3 +177,31 @@ def test_elongated_parts_keep_their_aspect_ratio(tmp_path):
     base = ins.inspect(img).verdict.score_of("patchcore").raw
     img[20:40, 10:40] = 0
     assert ins.inspect(img).verdict.score_of("patchcore").raw == pytest.approx(base, rel=1e-4)
+
+
+def test_bench_accuracy_writes_its_tables_and_can_render_them_again(dataset, tmp_path):
+    """`make bench-accuracy` in small: one generated set, defaults only, the table between its markers."""
+    import subprocess
+    import sys
+
+    from training.bench_accuracy import END, START
+
+    out = tmp_path / "B.md"
+    out.write_text("# Benchmarks\n\nkept text\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "training.bench_accuracy", "--datasets", str(dataset.parent),
+                           "--no-ablations", "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("# Benchmarks\n\nkept text\n") and START in text and END in text
+    assert "| widget | " in text and "| **mean** |" in text and "chosen by the recipe" in text
+    raw = json.loads((tmp_path / "BENCHMARKS_ACCURACY.json").read_text(encoding="utf-8"))
+    s = raw["defaults"]["widget"]["summary"]
+    assert s["n_good"] == 4 and s["n_defect"] == 6 and "labels" not in raw["defaults"]["widget"]
+    assert not (tmp_path / "BENCHMARKS_ACCURACY.partial.json").exists()
+    # the tables again from the raw figures, without measuring (a run that stopped keeps its checkpoint)
+    out.write_text("# Benchmarks\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "training.bench_accuracy", "--render",
+                           str(tmp_path / "BENCHMARKS_ACCURACY.json"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| widget | " in out.read_text(encoding="utf-8")

@@ -386,13 +386,13 @@ def render(r: dict, command: str) -> str:
             f"| nearest-neighbour search, one image (1024 patches) | ONNX Runtime GEMM + row minimum (used, inside the inspection graph) | {nn['onnxruntime_ms']} ms | | |",
             f"| | NumPy chunked BLAS (training, leave-one-out) | {nn['numpy_blas_ms']} ms | | |",
             f"| | torch cdist | {nn['torch_cdist_ms']} ms | | |",
-            f"| | faiss IndexFlatL2 | {nn['faiss_flat_ms'] if nn['faiss_flat_ms'] is not None else 'not installed'} ms | | |",
+            f"| | faiss IndexFlatL2 | {str(nn['faiss_flat_ms']) + ' ms' if nn['faiss_flat_ms'] is not None else 'not installed'} | | |",
             f"| coreset selection | greedy on 32 leading PCA dims (used) | {cs['ours_pca32']['seconds']} s | {cs['ours_pca32']['image_auroc']} | {cs['ours_pca32']['pixel_auroc']} |",
             f"| | greedy on a 128-dim random projection (PatchCore) | {cs['random_projection_128']['seconds']} s | {cs['random_projection_128']['image_auroc']} | {cs['random_projection_128']['pixel_auroc']} |",
         ]
         for name, v in bw.items():
             dims_, bank_ = name.split("_dims_")
-            used = " (used)" if int(dims_) == a["dims"] else " (PatchCore's 1 %)"
+            used = " (used)" if (int(dims_), int(bank_)) == (a["dims"], a["bank"]) else ""
             lines.append(f"| memory bank | {dims_} dims x {bank_} patches{used} | {v['nn_ms']} ms search | {v['image_auroc']} | {v['pixel_auroc']} |")
     lines += ["", END]
     return "\n".join(lines)

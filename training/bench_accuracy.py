@@ -111,7 +111,7 @@ def render(results: dict, command: str) -> str:
     m = results["machine"]
     lines = [START, "## Accuracy across products (`make bench-accuracy`)", "",
              f"Measured {results['date']} with `{command}` on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
-             f"{m['platform']}; {THREADS} threads. Each set: `station-cli evaluate` with the defaults (recipe trained on "
+             f"{m['os']}; Python {m['python']}, torch {m['torch']}, ONNX Runtime {m['onnxruntime']}; {THREADS} threads. Each set: `station-cli evaluate` with the defaults (recipe trained on "
              "`train/good`, limits from good images only: false-reject budget 1 in 200, review budget 1 in 10), "
              "then the test set scored. Latency: one image at a time after warm-up.", "",
              "| set | PatchCore | Gaussian | fused | pixel AUROC (PC / G) | PRO (PC / G) | escapes | false rejects | review | "
@@ -217,12 +217,19 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--only", nargs="*", help="only sets whose path contains one of these")
+    p.add_argument("--render", metavar="JSON", help="write the tables from the raw figures of an earlier run (its "
+                   "BENCHMARKS_ACCURACY.partial.json checkpoint, or BENCHMARKS_ACCURACY.json) without measuring")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("args", nargs="?", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
         print(json.dumps(w_evaluate(a.worker, a.args or "{}")))
         return 0
+    if a.render:
+        results = json.loads(Path(a.render).read_text(encoding="utf-8"))
+        runs = list(results["defaults"].values()) + [v for per in results["ablations"].values() for v in per.values() if v]
+        results.setdefault("wall_s", round(sum(r.get("wall_s", 0.0) for r in runs), 1))
+        return _finish(results, a, "make bench-accuracy", None)
     from training.evaluate import find_datasets
 
     root = Path(a.datasets)
@@ -255,9 +262,14 @@ def main(argv=None) -> int:
                 results["ablations"][label] = per
                 checkpoint()
             results["ablations"][label] = per
-    results["tracking"], results["tracking_overall"] = tracking(results)
     results["wall_s"] = round(time.perf_counter() - t0, 1)
     command = "make bench-accuracy" if argv is None else "python -m training.bench_accuracy " + " ".join(argv)
+    return _finish(results, a, command, partial)
+
+
+def _finish(results: dict, a, command: str, partial: Path | None) -> int:
+    """The tables into BENCHMARKS.md, the raw figures beside it; the checkpoint goes."""
+    results["tracking"], results["tracking_overall"] = tracking(results)
     section = render(results, command)
     print(section)
     write_section(Path(a.out), section, START, END)
@@ -266,7 +278,8 @@ def main(argv=None) -> int:
         r.pop("labels", None)
         r.pop("fused", None)
     out_json.write_text(json.dumps(results, indent=1), encoding="utf-8")
-    partial.unlink(missing_ok=True)
+    if partial is not None:
+        partial.unlink(missing_ok=True)
     print(f"\nwritten to {a.out} (raw figures: {out_json})", file=sys.stderr)
     return 0
 

@@ -61,6 +61,11 @@ def cmd_train(args) -> int:
     if (out / "manifest.json").exists():
         out = out.parent  # a version folder was given: add a version to its product
     product = args.product or out.name
+    if product != out.name:  # recipes live in <root>/<product>/vNNNN: the folder is the product
+        print(f"error: --product '{product}' differs from the --out folder's name '{out.name}': the recipe would "
+              f"be saved in {out.parent / product}, not {out}. Give --out {out.parent / product} or leave out "
+              "--product.", file=sys.stderr)
+        return 2
     try:
         good = list_images([args.good])
         defect = list_images([args.defect]) if args.defect else []
