@@ -1,0 +1,58 @@
+"""The station's plain-Python use cases, driven without Qt: the batch job and the review decision writer."""
+from __future__ import annotations
+
+import shutil
+import threading
+
+from core.demo import PartGenerator
+from core.images import save_image_atomic
+from workflow_helpers import PASS_RAW, REVIEW_RAW, add_part
+
+
+def test_the_batch_job_needs_no_window_and_stores_every_file(ctx, tiny_recipe_root, tmp_path):
+    from station.batch import batch_job
+
+    shutil.copytree(tiny_recipe_root / "tiny", ctx.recipes_root / "tiny")
+    folder = tmp_path / "incoming"
+    gen = PartGenerator("bracket", (128, 128), seed=0)
+    for i in range(5):
+        part = gen.defective(200 + i) if i % 2 else gen.good(200 + i)
+        save_image_atomic(folder / f"p{i}.png", part.image)
+    (folder / "broken.png").write_text("not an image")
+    groups, stages = [], []
+    summary = batch_job(ctx, "tiny", None, str(folder), False, groups.append)(
+        lambda stage, fraction: stages.append((stage, fraction)), lambda: False)
+    rows = [r for g in groups for r in g]
+    assert summary["files"] == summary["done"] == 6 and len(rows) == 6
+    assert stages[-1][1] == 1.0
+    bad = [r for r in rows if r.error]
+    assert len(bad) == 1 and bad[0].path.endswith("broken.png") and bad[0].inspection_id is not None
+    judged = [r for r in rows if not r.error]
+    assert {r.verdict for r in judged} <= {"PASS", "FAIL", "REVIEW"} and all(r.thumbnail for r in judged)
+    stored = {rec["id"]: rec for rec in ctx.store.query_inspections(limit=None)}
+    assert {r.inspection_id for r in rows} == set(stored)  # one store row per file, errors included
+    assert all(stored[r.inspection_id]["mode"] == "batch" for r in rows)
+
+
+def test_the_decision_writer_keeps_the_order_and_writes_what_waits_before_it_closes(ctx):
+    from station.review import DecisionWriter, record_decision
+
+    a, b = add_part(ctx, REVIEW_RAW, 0), add_part(ctx, PASS_RAW, 1, keep=False)
+    done, threads = [], []
+    writer = DecisionWriter(ctx, lambda d: (done.append(d), threads.append(threading.current_thread())))
+    rec_a, rec_b = ctx.store.get_inspection(a), ctx.store.get_inspection(b)
+    for label in ("good", "defect", "good"):  # the operator changes their mind twice: the last one wins
+        writer.submit(rec_a, label, operator="ann")
+    writer.submit(rec_b, "defect")
+    assert writer.close()
+    assert [d.label for d in done] == ["good", "defect", "good", "defect"]
+    assert all(t is not threading.main_thread() for t in threads)
+    assert [r["decision"] for r in ctx.store.reviews_for(a)] == ["good", "defect", "good"]
+    assert ctx.store.get_inspection(a)["review"] == "good"
+    assert (ctx.product_images("tiny", "good") / f"inspection_{a:07d}.png").is_file()
+    assert not (ctx.product_images("tiny", "defect") / f"inspection_{a:07d}.png").exists()
+    assert done[-1].saved and done[-1].kind == "warn" and "not taught in" in done[-1].message  # no image kept
+    assert writer.pending() == 0
+    # a refused decision says so and writes nothing
+    refused = record_decision(ctx, {"id": 999_999, "recipe": "tiny"}, "good")
+    assert not refused.saved and refused.kind == "error" and "NOT saved" in refused.message
