@@ -10,6 +10,7 @@ import numpy as np
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
+from core.selfcheck import auroc
 from core.types import Decision
 
 _LABELS = {"good": 0, "defect": 1, "0": 0, "1": 1}
@@ -56,14 +57,7 @@ def _masks_and_maps(masks, maps) -> tuple[np.ndarray, np.ndarray]:
 def pixel_auroc(masks, maps) -> float:
     """ROC AUC over all pixels of all images (masks bool N x H x W, maps float N x H x W)."""
     masks, maps = _masks_and_maps(masks, maps)
-    positives, negatives = maps[masks], np.sort(maps[~masks])
-    if positives.size == 0 or negatives.size == 0:
-        return float("nan")
-    # Mann-Whitney U (same value as sklearn's roc_auc_score, ties count half), O(n log n)
-    below = np.searchsorted(negatives, positives, side="left")
-    ties = np.searchsorted(negatives, positives, side="right") - below
-    u = below.sum(dtype=np.float64) + 0.5 * ties.sum(dtype=np.float64)
-    return float(u / (float(positives.size) * float(negatives.size)))
+    return auroc(maps[~masks], maps[masks])
 
 
 def default_pro_thresholds(
