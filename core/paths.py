@@ -1,6 +1,7 @@
 """Where the station keeps what it writes: the user's data and config folders, never the install folder.
 
-Override with $STATION_DATA_DIR / $STATION_CONFIG_DIR (tests, portable installs).
+Override with $STATION_DATA_DIR / $STATION_CONFIG_DIR (tests, portable installs), or give the data
+folder to the functions below (``StationContext(data_dir=...)`` does; it never changes the environment).
 """
 from __future__ import annotations
 
@@ -31,21 +32,21 @@ def config_dir() -> Path:
     return _user_dir("STATION_CONFIG_DIR", platformdirs.user_config_dir(APP_NAME, appauthor=False))
 
 
-def recipes_dir() -> Path:
-    return _made(data_dir() / "recipes")
+def recipes_dir(data: Path | None = None) -> Path:
+    return _made((data or data_dir()) / "recipes")
 
 
-def products_dir() -> Path:
+def products_dir(data: Path | None = None) -> Path:
     """Per-product image sets (good / defect) that recipes are trained from and taught back into."""
-    return _made(data_dir() / "products")
+    return _made((data or data_dir()) / "products")
 
 
-def images_dir() -> Path:
-    return _made(data_dir() / "images")
+def images_dir(data: Path | None = None) -> Path:
+    return _made((data or data_dir()) / "images")
 
 
-def store_path() -> Path:
-    return data_dir() / "results.sqlite"
+def store_path(data: Path | None = None) -> Path:
+    return (data or data_dir()) / "results.sqlite"
 
 
 def cache_dir() -> Path:
@@ -53,5 +54,5 @@ def cache_dir() -> Path:
     return _user_dir("STATION_CACHE_DIR", platformdirs.user_cache_dir(APP_NAME, appauthor=False))
 
 
-def log_dir() -> Path:
-    return _made(data_dir() / "logs")
+def log_dir(data: Path | None = None) -> Path:
+    return _made((data or data_dir()) / "logs")

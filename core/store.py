@@ -16,9 +16,10 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping
 
-from core.types import Decision, Inspection
+from core.types import Decision, Inspection, frozen_mapping
 
 SCHEMA_VERSION = 1
 REVIEW_DECISIONS = ("good", "defect")
@@ -113,11 +114,108 @@ def _enum_value(x: Any) -> str:
     return str(getattr(x, "value", x))
 
 
-def _decode(row: sqlite3.Row) -> dict:
-    d = dict(row)
-    for key in ("reasons", "notes", "scores"):
-        d[key] = json.loads(d[key])
-    return d
+@dataclass(frozen=True)
+class StoredScore:
+    """One model's score as stored: raw, normalised (1.0 = its FAIL limit), state, REVIEW band."""
+
+    raw: float
+    score: float
+    state: str  # a core.types.ModelState value: normal / uncertain / defect
+    band: tuple[float, float]  # (PASS limit, FAIL limit), normalised
+
+    def encoded(self) -> dict:
+        return {"raw": self.raw, "score": self.score, "state": self.state, "band": list(self.band)}
+
+    @classmethod
+    def decoded(cls, d: Mapping) -> "StoredScore":
+        band = d.get("band") or (1.0, 1.0)
+        return cls(float(d.get("raw", d.get("score", 0.0))), float(d.get("score", 0.0)), str(d.get("state", "")),
+                   (float(band[0]), float(band[1])))
+
+
+@dataclass(frozen=True)
+class StoredInspection:
+    """One row of the results store, typed: what every view, report and the CLI read.
+
+    Built by the store from its rows, or by :meth:`of` from a fresh :class:`Inspection` with the
+    very same encoding (so a live record and the row read back from the store are equal).
+    ``decision`` is None (and ``error`` says why) for a file that could not be inspected.
+    """
+
+    id: int | None
+    ts: str
+    source: str
+    recipe: str
+    recipe_version: int
+    decision: Decision | None
+    reasons: tuple[str, ...] = ()  # core.types.Reason values
+    notes: tuple[str, ...] = ()
+    scores: Mapping[str, StoredScore] = field(default_factory=lambda: frozen_mapping({}))
+    fused: float | None = None
+    image_path: str | None = None
+    heatmap_path: str | None = None
+    latency_ms: float | None = None
+    mode: str = "cli"
+    error: str | None = None
+    review: str | None = None  # the latest operator review: 'good' / 'defect', None when unreviewed
+    review_note: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.scores, type(frozen_mapping({}))):
+            object.__setattr__(self, "scores", frozen_mapping(self.scores))
+
+    @property
+    def verdict(self) -> str:
+        """'PASS' / 'FAIL' / 'REVIEW', '' when the file could not be inspected."""
+        return self.decision.value if self.decision is not None else ""
+
+    @classmethod
+    def of(cls, inspection: Inspection, *, image_path: str | Path | None = None,
+           heatmap_path: str | Path | None = None, mode: str = "cli", ts: datetime | str | None = None,
+           id: int | None = None) -> "StoredInspection":
+        v = inspection.verdict
+        return cls(
+            id=id, ts=utc_iso(ts), source=str(inspection.source), recipe=inspection.recipe,
+            recipe_version=int(inspection.recipe_version), decision=Decision(v.decision),
+            reasons=tuple(_enum_value(r) for r in v.reasons), notes=tuple(str(n) for n in v.notes),
+            scores={s.model: StoredScore(float(s.raw), float(s.score), _enum_value(s.state),
+                                         (float(s.band[0]), float(s.band[1]))) for s in v.scores},
+            fused=float(v.fused), image_path=None if image_path is None else str(image_path),
+            heatmap_path=None if heatmap_path in (None, "") else str(heatmap_path),
+            latency_ms=float(inspection.latency_ms), mode=mode,
+        )
+
+    @classmethod
+    def failed(cls, source: str, error: str, *, recipe: str = "", recipe_version: int = 0, mode: str = "batch",
+               ts: datetime | str | None = None, id: int | None = None) -> "StoredInspection":
+        return cls(id=id, ts=utc_iso(ts), source=str(source), recipe=recipe, recipe_version=int(recipe_version),
+                   decision=None, mode=mode, error=str(error))
+
+    @classmethod
+    def _from_row(cls, row: sqlite3.Row) -> "StoredInspection":
+        d = dict(row)
+        return cls(
+            id=int(d["id"]), ts=d["ts"], source=d["source"], recipe=d["recipe"],
+            recipe_version=int(d["recipe_version"]),
+            decision=None if d["decision"] is None else Decision(d["decision"]),
+            reasons=tuple(json.loads(d["reasons"])), notes=tuple(json.loads(d["notes"])),
+            scores={m: StoredScore.decoded(s) for m, s in json.loads(d["scores"]).items()},
+            fused=d["fused"], image_path=d["image_path"], heatmap_path=d["heatmap_path"],
+            latency_ms=d["latency_ms"], mode=d["mode"], error=d["error"],
+            review=d.get("review"), review_note=d.get("review_note"),
+        )
+
+
+@dataclass(frozen=True)
+class StoredReview:
+    """One operator review, as appended (reviews are never changed)."""
+
+    id: int
+    inspection_id: int
+    ts: str
+    decision: str  # 'good' / 'defect'
+    note: str = ""
+    operator: str = ""
 
 
 class ResultsStore:
@@ -217,39 +315,32 @@ class ResultsStore:
 
     def add_inspection(
         self,
-        inspection: Inspection,
+        inspection: Inspection | StoredInspection,
         *,
         image_path: str | Path | None = None,
         heatmap_path: str | Path | None = None,
         mode: str = "cli",
         ts: datetime | str | None = None,
     ) -> int:
-        """Store one inspection result; return its id. ``ts`` defaults to now."""
-        v = inspection.verdict
-        scores = {
-            s.model: {
-                "raw": float(s.raw),
-                "score": float(s.score),
-                "state": _enum_value(s.state),
-                "band": [float(s.band[0]), float(s.band[1])],
-            }
-            for s in v.scores
-        }
+        """Store one inspection result (live, or already as its record); return its id. ``ts`` defaults to now."""
+        rec = inspection if isinstance(inspection, StoredInspection) else StoredInspection.of(
+            inspection, image_path=image_path, heatmap_path=heatmap_path, mode=mode, ts=ts)
+        return self.add_record(rec)
+
+    def add_record(self, rec: StoredInspection) -> int:
+        """Store a record as it is (its ``id`` and review fields are ignored); return the new id."""
+        if (rec.decision is None) == (rec.error is None):
+            raise StoreError("a record has either a decision or an error, not both or neither")
         return self._insert(
             "INSERT INTO inspections (ts, source, recipe, recipe_version, decision, reasons,"
-            " notes, scores, fused, image_path, heatmap_path, latency_ms, mode)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " notes, scores, fused, image_path, heatmap_path, latency_ms, mode, error)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                utc_iso(ts), inspection.source, inspection.recipe, int(inspection.recipe_version),
-                Decision(v.decision).value,
-                json.dumps([_enum_value(r) for r in v.reasons]),
-                json.dumps([str(n) for n in v.notes]),
-                json.dumps(scores),
-                float(v.fused),
-                None if image_path is None else str(image_path),
-                None if heatmap_path is None else str(heatmap_path),
-                float(inspection.latency_ms),
-                mode,
+                utc_iso(rec.ts), rec.source, rec.recipe, int(rec.recipe_version),
+                None if rec.decision is None else Decision(rec.decision).value,
+                json.dumps(list(rec.reasons)), json.dumps(list(rec.notes)),
+                json.dumps({m: s.encoded() for m, s in rec.scores.items()}),
+                rec.fused, rec.image_path, rec.heatmap_path, rec.latency_ms, rec.mode, rec.error,
             ),
         )
 
@@ -264,11 +355,8 @@ class ResultsStore:
         ts: datetime | str | None = None,
     ) -> int:
         """Record a file that could not be inspected (decision NULL); return its id."""
-        return self._insert(
-            "INSERT INTO inspections (ts, source, recipe, recipe_version, error, mode)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (utc_iso(ts), str(source), recipe, int(recipe_version), str(error), mode),
-        )
+        return self.add_record(StoredInspection.failed(source, error, recipe=recipe, recipe_version=recipe_version,
+                                                       mode=mode, ts=ts))
 
     def add_review(
         self, inspection_id: int, decision: str, note: str = "", operator: str = ""
@@ -289,9 +377,9 @@ class ResultsStore:
 
     # -- reads ------------------------------------------------------------------------------
 
-    def get_inspection(self, inspection_id: int) -> dict | None:
+    def get_inspection(self, inspection_id: int) -> StoredInspection | None:
         rows = self._fetch(_SELECT + " WHERE i.id = ?", (int(inspection_id),))
-        return _decode(rows[0]) if rows else None
+        return StoredInspection._from_row(rows[0]) if rows else None
 
     def query_inspections(
         self,
@@ -304,11 +392,11 @@ class ResultsStore:
         limit: int | None = 500,
         offset: int = 0,
         newest_first: bool = True,
-    ) -> list[dict]:
-        """Inspections with ``since <= ts < until`` and the other filters, decoded.
+    ) -> list[StoredInspection]:
+        """Inspections with ``since <= ts < until`` and the other filters, as typed records.
 
-        Each dict holds the columns (reasons/notes/scores parsed) plus ``review`` and
-        ``review_note`` from the latest review (None when unreviewed). ``limit=None``: no limit.
+        Each carries ``review`` and ``review_note`` from its latest review (None when unreviewed).
+        ``limit=None``: no limit.
         """
         where, params = [], []
         if since is not None:
@@ -335,16 +423,16 @@ class ResultsStore:
         order = "DESC" if newest_first else "ASC"
         sql += f" ORDER BY i.ts {order}, i.id {order} LIMIT ? OFFSET ?"
         params += [-1 if limit is None else int(limit), int(offset)]
-        return [_decode(r) for r in self._fetch(sql, params)]
+        return [StoredInspection._from_row(r) for r in self._fetch(sql, params)]
 
-    def reviews_for(self, inspection_id: int) -> list[dict]:
+    def reviews_for(self, inspection_id: int) -> list[StoredReview]:
         """All reviews of one inspection, oldest first."""
         rows = self._fetch(
             "SELECT * FROM reviews WHERE inspection_id = ? ORDER BY id", (int(inspection_id),)
         )
-        return [dict(r) for r in rows]
+        return [StoredReview(**dict(r)) for r in rows]
 
-    def pending_reviews(self, recipe: str | None = None) -> list[dict]:
+    def pending_reviews(self, recipe: str | None = None) -> list[StoredInspection]:
         """REVIEW inspections that no operator has reviewed yet, oldest first."""
         sql = (
             _SELECT + " WHERE i.decision = 'REVIEW'"
@@ -355,7 +443,7 @@ class ResultsStore:
             sql += " AND i.recipe = ?"
             params.append(recipe)
         sql += " ORDER BY i.ts, i.id"
-        return [_decode(r) for r in self._fetch(sql, params)]
+        return [StoredInspection._from_row(r) for r in self._fetch(sql, params)]
 
     def counts(self, since: datetime | str | None = None, recipe: str | None = None) -> dict:
         """``{"inspected", "PASS", "FAIL", "REVIEW", "errors"}``; inspected excludes errors."""

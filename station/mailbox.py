@@ -18,34 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.types import Frame
+from station.recording import RecordPolicy
 
 CONTINUOUS = "continuous"
 TRIGGERED = "triggered"
 MODES = (CONTINUOUS, TRIGGERED)
-
-
-@dataclass(frozen=True)
-class RecordPolicy:
-    """What the worker records after each verdict (from ``StationSettings``)."""
-
-    mode: str = CONTINUOUS  # stored with each inspection
-    queue_fails: bool = False  # FAIL parts go to the review queue too: keep their images
-    keep_images: str = "review_fail"  # "all" | "review_fail" | "none"
-    enabled: bool = True  # False: nothing is written (screenshots, benchmarks of the UI only)
-
-    def keeps_images(self, decision: str) -> bool:
-        """REVIEW images are always kept (the review queue shows them); FAIL ones when queued."""
-        decision = getattr(decision, "value", decision)
-        if decision == "REVIEW" or (decision == "FAIL" and self.queue_fails):
-            return True
-        if self.keep_images == "all":
-            return True
-        return self.keep_images == "review_fail" and decision == "FAIL"
-
-    @classmethod
-    def from_settings(cls, settings) -> "RecordPolicy":
-        return cls(mode=settings.mode if settings.mode in MODES else CONTINUOUS,
-                   queue_fails=bool(settings.queue_fails), keep_images=settings.keep_images)
 
 
 @dataclass(frozen=True)

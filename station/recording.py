@@ -1,62 +1,132 @@
-"""Writing a verdict down: the part's images (when kept) and its row in the results store.
+"""Writing a verdict down, once for every path: the live worker, the batch and ``station-cli inspect``.
 
-Runs in the inference worker thread, right after the verdict has been emitted to the window, so
-the operator never waits for a disk. Qt-free.
+:func:`record` keeps the part's evidence when the policy says so (:mod:`station.evidence`, one
+format), writes its row to the results store and returns the typed record it wrote
+(:class:`core.store.StoredInspection`), which the batch table, the reports and the CLI's CSV read.
+It never raises for a full disk or a refused row: the outcome says what went wrong, in words for
+the operator, and the line goes on.
 
-Why in the worker and not in a separate writer thread: recording is bounded by construction (one
-inspection in flight, no queue that can grow or drop records), rows land in verdict order, and a
-2-core bench PC has no spare core for a third busy thread. The cost: when images are kept
-(REVIEW/FAIL parts, ~10 ms for a 256 px part) the next inspection starts that much later.
+The live worker calls it right after the verdict has been emitted to the window, so the operator
+never waits for a disk. Why in the worker and not a separate writer thread: recording is bounded
+by construction (one inspection in flight, no queue that can grow or drop records), rows land in
+verdict order, and a 2-core bench PC has no spare core for a third busy thread. The cost: when
+images are kept (REVIEW/FAIL parts, ~10 ms for a 256 px part) the next inspection starts that
+much later. Qt-free.
 """
 from __future__ import annotations
 
 import logging
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from core.store import StoreError
+from core.store import ResultsStore, StoredInspection, StoreError
 from core.types import Inspection
 
-from station.mailbox import RecordPolicy
+from station.evidence import EvidenceFolder, evidence_stem
 
 log = logging.getLogger(__name__)
+
+KEEP_CHOICES = ("all", "review_fail", "none")
+
+
+@dataclass(frozen=True)
+class RecordPolicy:
+    """What is recorded after each verdict (from ``StationSettings``, or the CLI's options)."""
+
+    mode: str = "continuous"  # stored with each inspection: continuous / triggered / batch / cli
+    queue_fails: bool = False  # FAIL parts go to the review queue too: keep their images
+    keep_images: str = "review_fail"  # "all" | "review_fail" | "none"
+    enabled: bool = True  # False: nothing is written (screenshots, benchmarks of the UI only)
+
+    def keeps_images(self, decision: str) -> bool:
+        """REVIEW images are always kept (the review queue shows them); FAIL ones when queued."""
+        decision = getattr(decision, "value", decision)
+        if decision == "REVIEW" or (decision == "FAIL" and self.queue_fails):
+            return True
+        if self.keep_images == "all":
+            return True
+        return self.keep_images == "review_fail" and decision == "FAIL"
+
+    @classmethod
+    def from_settings(cls, settings, mode: str | None = None) -> "RecordPolicy":
+        """The station's policy; ``mode``: the one to store (default the live mode of the settings)."""
+        if mode is None:
+            mode = settings.mode if settings.mode in ("continuous", "triggered") else "continuous"
+        keep = settings.keep_images if settings.keep_images in KEEP_CHOICES else "review_fail"
+        return cls(mode=mode, queue_fails=bool(settings.queue_fails), keep_images=keep)
 
 
 @dataclass(frozen=True)
 class RecordOutcome:
-    inspection_id: int | None  # None: the store refused the row (see ``problem``)
-    image_path: str | None
-    heatmap_path: str | None
-    problem: str | None  # plain words for the operator, None when all went well
+    record: StoredInspection  # what was written; ``record.id`` is None when the store refused it
+    problem: str | None = None  # plain words for the operator, None when all went well
+
+    @property
+    def inspection_id(self) -> int | None:
+        return self.record.id
+
+    @property
+    def image_path(self) -> str | None:
+        return self.record.image_path
+
+    @property
+    def heatmap_path(self) -> str | None:
+        return self.record.heatmap_path
+
+
+def record(store: ResultsStore | None, evidence: EvidenceFolder | None, inspection: Inspection,
+           image: np.ndarray, policy: RecordPolicy, *, source_file: str | None = None,
+           original: bytes | None = None, blended: np.ndarray | None = None,
+           index: int | None = None) -> RecordOutcome:
+    """Keep the evidence (if the policy wants it and there is a folder), then store the row (if a store).
+
+    ``source_file``: the file the part was read from (batch, CLI); the record points at it when no
+    copy is kept. ``original``: that file's bytes, kept as they are. ``blended``: the overlay
+    already made for the screen. ``index``: the file's position in a batch (names the evidence)."""
+    image_path, heatmap_path = source_file, None
+    problems = []
+    if evidence is not None and policy.keeps_images(inspection.decision.value):
+        try:
+            files = evidence.save(inspection, image, evidence_stem(inspection, policy.mode, index),
+                                  original=original, blended=blended)
+            image_path, heatmap_path = files.image, files.heatmap
+        except OSError as exc:
+            log.exception("Saving the images of %s failed", inspection.source or inspection.frame_id)
+            problems.append(
+                f"The images of this part could not be saved ({exc.strerror or exc}). "
+                "Is the disk full or the data folder read-only?"
+            )
+    rec = StoredInspection.of(inspection, image_path=image_path, heatmap_path=heatmap_path, mode=policy.mode)
+    rec, problem = _store(store, rec)
+    return RecordOutcome(rec, " ".join(problems + ([problem] if problem else [])) or None)
+
+
+def record_failure(store: ResultsStore | None, source: str, error: str, *, recipe: str = "",
+                   recipe_version: int = 0, mode: str = "batch") -> RecordOutcome:
+    """A file that could not be inspected: its row says why (decision NULL)."""
+    rec, problem = _store(store, StoredInspection.failed(source, error, recipe=recipe,
+                                                         recipe_version=recipe_version, mode=mode))
+    return RecordOutcome(rec, problem)
+
+
+def _store(store: ResultsStore | None, rec: StoredInspection) -> tuple[StoredInspection, str | None]:
+    if store is None:
+        return rec, None
+    try:
+        return replace(rec, id=store.add_record(rec)), None
+    except (StoreError, sqlite3.Error, OSError) as exc:
+        log.exception("Recording %s in the results store failed", rec.source)
+        return rec, f"The result could not be written to the results database ({exc})."
 
 
 class Recorder:
-    """Saves artefacts via ``StationContext.save_artifacts`` and rows via its ``store``."""
+    """:func:`record` bound to one station's store and evidence folder (the live worker holds one)."""
 
     def __init__(self, context):
         self.context = context
 
-    def record(self, inspection: Inspection, image: np.ndarray, policy: RecordPolicy) -> RecordOutcome:
-        image_path = heatmap_path = None
-        problems = []
-        if policy.keeps_images(inspection.decision.value):
-            try:
-                image_path, heatmap_path = self.context.save_artifacts(inspection, image)
-                heatmap_path = heatmap_path or None
-            except OSError as exc:
-                log.exception("Saving the images of frame %s failed", inspection.frame_id)
-                problems.append(
-                    f"The images of this part could not be saved ({exc.strerror or exc}). "
-                    "Is the disk full or the data folder read-only?"
-                )
-        try:
-            row = self.context.store.add_inspection(
-                inspection, image_path=image_path, heatmap_path=heatmap_path, mode=policy.mode
-            )
-        except (StoreError, sqlite3.Error, OSError) as exc:
-            log.exception("Recording frame %s in the results store failed", inspection.frame_id)
-            problems.append(f"The result could not be written to the results database ({exc}).")
-            row = None
-        return RecordOutcome(row, image_path, heatmap_path, " ".join(problems) or None)
+    def record(self, inspection: Inspection, image: np.ndarray, policy: RecordPolicy,
+               blended: np.ndarray | None = None) -> RecordOutcome:
+        return record(self.context.store, self.context.evidence, inspection, image, policy, blended=blended)

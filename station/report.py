@@ -12,11 +12,12 @@ import datetime as _dt
 import html
 import io
 import os
-from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Iterable
 
 from core.atomic import write_bytes_atomic
-from station.wording import ALL_MODELS, model_label, reasons_in_words
+from core.store import StoredInspection
+from station.wording import ALL_MODELS, model_label, record_in_words
 
 CSV_COLUMNS = ["path", "verdict", "patchcore", "gaussian", "classifier", "fused", "reasons",
                "latency_ms", "heatmap", "error"]
@@ -24,61 +25,74 @@ CSV_COLUMNS = ["path", "verdict", "patchcore", "gaussian", "classifier", "fused"
 
 @dataclass(frozen=True)
 class ResultRow:
-    """One inspected file, small enough to keep thousands of (no full images, no maps)."""
+    """One inspected file of a batch: its stored record plus a small thumbnail (no images, no maps)."""
 
     index: int
-    path: str
-    verdict: str = ""  # PASS / FAIL / REVIEW, "" when the file could not be inspected
-    scores: Mapping[str, float] = field(default_factory=dict)  # normalised, 1.0 = limit
-    states: Mapping[str, str] = field(default_factory=dict)
-    bands: Mapping[str, float] = field(default_factory=dict)  # normalised band low, per model
-    fused: float | None = None
-    reasons: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
-    latency_ms: float | None = None
-    heatmap: str = ""  # saved heatmap overlay, "" when none was kept
-    image_path: str = ""  # where the image can be seen again: the kept copy, else the file itself
-    error: str = ""
-    error_code: str = ""
+    record: StoredInspection
     thumbnail: bytes | None = None  # small PNG: the part with its heatmap
-    inspection_id: int | None = None
-    recipe: str = ""
-    recipe_version: int = 0
+    error_code: str = ""  # why a file could not be inspected (core.images codes), "" when it was
 
-    def score_states(self) -> dict:
-        """Per model: score, state and PASS limit, in the stored shape (what the wording reads)."""
-        return {m: {"score": s, "state": self.states.get(m, ""), "band": [self.bands.get(m), None]}
-                for m, s in self.scores.items()}
+    @property
+    def path(self) -> str:
+        return self.record.source
 
-    def record(self) -> dict:
-        """As a store-like record (what PartViewer shows)."""
-        return {
-            "id": self.inspection_id if self.inspection_id is not None else f"batch-{self.index}",
-            "source": self.path, "recipe": self.recipe, "recipe_version": self.recipe_version,
-            "decision": self.verdict or None, "reasons": list(self.reasons), "notes": list(self.notes),
-            "scores": self.score_states(),
-            "fused": self.fused, "image_path": self.image_path, "heatmap_path": self.heatmap,
-            "latency_ms": self.latency_ms, "error": self.error or None,
-        }
+    @property
+    def verdict(self) -> str:
+        return self.record.verdict
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """Per model, normalised: 1.0 is that model's FAIL limit."""
+        return {m: s.score for m, s in self.record.scores.items()}
+
+    @property
+    def fused(self) -> float | None:
+        return self.record.fused
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return self.record.reasons
+
+    @property
+    def latency_ms(self) -> float | None:
+        return self.record.latency_ms
+
+    @property
+    def heatmap(self) -> str:
+        return self.record.heatmap_path or ""
+
+    @property
+    def image_path(self) -> str:
+        """Where the image can be seen again: the kept copy, else the file itself."""
+        return self.record.image_path or self.record.source
+
+    @property
+    def error(self) -> str:
+        return self.record.error or ""
+
+    @property
+    def inspection_id(self) -> int | None:
+        return self.record.id
 
 
-def csv_row(r: ResultRow) -> list[str]:
+def csv_row(r: StoredInspection) -> list[str]:
+    """One CSV line of ``CSV_COLUMNS``: the batch export and ``station-cli inspect --csv`` alike."""
     if r.error:
-        return [r.path, "", "", "", "", "", "", "", "", r.error]
-    return [r.path, r.verdict,
-            *[f"{r.scores[m]:.4f}" if m in r.scores else "" for m in ALL_MODELS],
+        return [r.source, "", "", "", "", "", "", "", "", r.error]
+    return [r.source, r.verdict,
+            *[f"{r.scores[m].score:.4f}" if m in r.scores else "" for m in ALL_MODELS],
             f"{r.fused:.4f}" if r.fused is not None else "", ";".join(r.reasons),
-            f"{r.latency_ms:.1f}" if r.latency_ms is not None else "", r.heatmap, ""]
+            f"{r.latency_ms:.1f}" if r.latency_ms is not None else "", r.heatmap_path or "", ""]
 
 
-def write_csv(path: str | os.PathLike, rows: Iterable[ResultRow]) -> int:
-    """Write the CSV; returns the number of data rows."""
+def write_csv(path: str | os.PathLike, rows: Iterable[ResultRow | StoredInspection]) -> int:
+    """Write the CSV atomically; returns the number of data rows."""
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(CSV_COLUMNS)
     n = 0
     for r in rows:
-        w.writerow(csv_row(r))
+        w.writerow(csv_row(r.record if isinstance(r, ResultRow) else r))
         n += 1
     write_bytes_atomic(path, buf.getvalue().encode("utf-8"))
     return n
@@ -136,7 +150,7 @@ def html_report(rows: list[ResultRow], *, title: str = "Batch inspection", recip
                  f'<td class="path">{e(r.path)}</td>', f'<td class="{e(css)}">{e(verdict)}</td>']
         cells += [f'<td class="num">{r.scores[m]:.3f}</td>' if m in r.scores else "<td></td>" for m in ALL_MODELS]
         cells.append(f'<td class="num">{r.fused:.3f}</td>' if r.fused is not None else "<td></td>")
-        cells.append(f"<td>{e(' '.join(reasons_in_words(r.reasons, r.notes, r.score_states())))}</td>")
+        cells.append(f"<td>{e(' '.join(record_in_words(r.record)))}</td>")
         cells.append(f'<td class="num">{r.latency_ms:.1f}</td>' if r.latency_ms is not None else "<td></td>")
         cells.append(f"<td>{e(r.error)}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")

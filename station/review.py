@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.store import StoreError
+from core.store import StoredInspection, StoreError
 from station.context import StationContext
 from station.teach_back import teach_back
 
@@ -35,12 +35,14 @@ class Decided:
     kind: str  # "ok", "warn" (saved, not taught in) or "error" (not saved)
 
 
-def record_decision(context: StationContext, record: dict, label: str, note: str = "", operator: str = "",
+def record_decision(context: StationContext, record: StoredInspection, label: str, note: str = "", operator: str = "",
                     changed: bool = False) -> Decided:
     """Store the decision, then teach the part back. Never raises for a bad disk or store: says so."""
     if label not in LABELS:
         raise ValueError(f"unknown decision {label!r} (expected one of {sorted(LABELS)})")
-    iid = int(record["id"])
+    if record.id is None:
+        raise ValueError("only a stored inspection can be reviewed")
+    iid = int(record.id)
     try:
         context.store.add_review(iid, label, note, operator=operator)
     except (StoreError, sqlite3.Error, ValueError, OSError) as exc:
@@ -72,12 +74,12 @@ class DecisionWriter:
         self._thread = threading.Thread(target=self._run, name="review-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, record: dict, label: str, note: str = "", operator: str = "", changed: bool = False) -> None:
+    def submit(self, record: StoredInspection, label: str, note: str = "", operator: str = "", changed: bool = False) -> None:
         if not self._thread.is_alive():
             raise RuntimeError("the decision writer is closed")
         with self._lock:
             self._waiting += 1
-        self._queue.put((dict(record), label, note, operator, changed))
+        self._queue.put((record, label, note, operator, changed))
 
     def pending(self) -> int:
         """Decisions submitted but not yet written."""

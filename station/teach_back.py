@@ -18,6 +18,7 @@ from pathlib import Path
 
 from core.images import ImageError, list_images
 from core.recipe import Recipe
+from core.store import StoredInspection
 from core.trainer import TrainConfig, train_recipe
 from station.context import StationContext
 
@@ -25,19 +26,19 @@ log = logging.getLogger(__name__)
 
 
 # -- teach-back ----------------------------------------------------------------------------------
-def taught_name(record: dict) -> str:
-    suffix = Path(record.get("image_path") or "x.png").suffix.lower() or ".png"
-    return f"inspection_{int(record['id']):07d}{suffix}"
+def taught_name(record: StoredInspection) -> str:
+    suffix = Path(record.image_path or "x.png").suffix.lower() or ".png"
+    return f"inspection_{int(record.id or 0):07d}{suffix}"
 
 
-def teach_back(context: StationContext, record: dict, label: str) -> Path:
+def teach_back(context: StationContext, record: StoredInspection, label: str) -> Path:
     """Copy the part's image into the product's ``label`` folder (atomically); returns the copy.
 
     A copy left in the other label's folder by an earlier decision is removed, so the taught-in
     sets always follow the latest decision. Raises OSError / ValueError with a plain message.
     """
-    product = record.get("recipe") or ""
-    src = record.get("image_path") or ""
+    product = record.recipe
+    src = record.image_path or ""
     if not product:
         raise ValueError("This part was inspected without a recipe, so it cannot be taught in.")
     if not src or not os.path.isfile(src):

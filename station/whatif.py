@@ -24,6 +24,8 @@ import numpy as np
 from core.calibration import Threshold, expected_false_reject, fit_threshold
 from core.fusion import Fusion, fuse, model_score
 from core.recipe import Recipe
+from core.store import StoredInspection
+from core.types import Reason
 from station.context import StationContext
 
 log = logging.getLogger(__name__)
@@ -44,11 +46,11 @@ class StoredScores:
     unfamiliar: bool = False
 
     @classmethod
-    def from_record(cls, r: dict) -> "StoredScores | None":
-        if r.get("error") or not r.get("decision"):
+    def from_record(cls, r: StoredInspection) -> "StoredScores | None":
+        if r.error or r.decision is None or r.id is None:
             return None
-        raw = {m: float(s["raw"]) for m, s in (r.get("scores") or {}).items() if "raw" in s}
-        return cls(int(r["id"]), r["decision"], raw, r.get("review"), "unfamiliar_input" in (r.get("reasons") or ()))
+        raw = {m: s.raw for m, s in r.scores.items()}
+        return cls(r.id, r.verdict, raw, r.review, Reason.UNFAMILIAR_INPUT.value in r.reasons)
 
 
 @dataclass

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from core.store import StoredInspection, StoredScore
 from core.types import Decision, Reason, Verdict
 
 ALL_MODELS = ("patchcore", "gaussian", "classifier")
@@ -70,6 +71,12 @@ class Explained:
                    {s.model: float(s.band[0]) for s in verdict.scores}, float(verdict.fused),
                    float(verdict.fused_band[0]), tuple(verdict.notes))
 
+    @classmethod
+    def of_record(cls, record: StoredInspection) -> "Explained":
+        return cls(record.reasons, {m: s.state for m, s in record.scores.items() if s.state},
+                   {m: s.score for m, s in record.scores.items()},
+                   {m: s.band[0] for m, s in record.scores.items()}, record.fused, notes=record.notes)
+
 
 def sentences(e: Explained, detail: bool = True) -> list[str]:
     """Plain sentences, most important first. ``detail=False``: one short sentence per reason (tables)."""
@@ -119,25 +126,11 @@ def explain(verdict: Verdict) -> list[str]:
     return sentences(Explained.of(verdict)) or list(verdict.notes) or [ACTIONS[verdict.decision]]
 
 
-def reasons_in_words(reasons: Iterable[str], notes: Iterable[str] = (), scores: Mapping | None = None,
-                     detail: bool = True) -> list[str]:
-    """A stored result's reasons in the same words as the live view.
-
-    ``scores`` as stored (``{"patchcore": {"score": 1.02, "state": "uncertain", "band": [0.8, ...]}}``)
-    lets the sentences name the models; without it they stay general."""
-    states, values, limits = {}, {}, {}
-    for m, s in (scores or {}).items():
-        if not isinstance(s, Mapping):
-            continue
-        if s.get("state"):
-            states[m] = str(s["state"])
-        if s.get("score") is not None:
-            values[m] = float(s["score"])
-        band = s.get("band") or ()
-        if band and band[0] is not None:
-            limits[m] = float(band[0])
-    return sentences(Explained(tuple(str(r) for r in reasons), states, values, limits,
-                               notes=tuple(str(n) for n in notes)), detail=detail)
+def record_in_words(record: StoredInspection, detail: bool = True) -> list[str]:
+    """A stored result's reasons in the same words as the live view (the error, for a file not inspected)."""
+    if record.error:
+        return [record.error]
+    return sentences(Explained.of_record(record), detail=detail)
 
 
 def headline(verdict: Verdict) -> str:
@@ -148,15 +141,15 @@ def action(verdict: Verdict) -> str:
     return ACTIONS[verdict.decision]
 
 
-def scores_in_words(scores: Mapping) -> str:
-    """``{"patchcore": {"score": 1.02, "state": "uncertain"}, ...}`` -> one readable line."""
+def scores_in_words(scores: Mapping[str, StoredScore]) -> str:
+    """A record's scores -> one readable line ("PatchCore 1.02× limit (unsure)   ·   ...")."""
     parts = []
     for m in ALL_MODELS:
         s = scores.get(m)
         if s is None:
             continue
-        state = STATE_WORDS.get(str(s.get("state", "")), str(s.get("state", "")))
-        parts.append(f"{model_label(m)} {float(s['score']):.2f}× limit ({state})")
+        state = STATE_WORDS.get(s.state, s.state)
+        parts.append(f"{model_label(m)} {s.score:.2f}× limit ({state})")
     return "   ·   ".join(parts)
 
 

@@ -1,6 +1,7 @@
 """station-cli end to end on a generated MVTec-style dataset (train with defects, inspect, evaluate, benchmark)."""
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -90,7 +91,13 @@ def test_inspect_writes_one_csv_row_per_file_and_goes_on_after_bad_files(trained
     assert "truncated" in bad["zz_truncated.png"].lower() or "cut short" in bad["zz_truncated.png"].lower()
     ok = [r for r in rows if not r["error"]]
     assert all(r["verdict"] in {"PASS", "FAIL", "REVIEW"} and float(r["patchcore"]) > 0 and r["classifier"] for r in ok)
-    assert all((heat / (r["path"].rsplit("/", 1)[-1][:-4] + "_heatmap.png")).is_file() for r in ok)
+    # the station's evidence format: the file as it came, <stem>_heatmap.jpg and <stem>.maps.npz
+    for r in ok:
+        heatmap = Path(r["heatmap"])
+        assert heatmap.parent == heat and heatmap.name.endswith("_heatmap.jpg") and heatmap.is_file()
+        stem = heatmap.name[: -len("_heatmap.jpg")]
+        assert (heat / f"{stem}.maps.npz").is_file()
+        assert (heat / f"{stem}.png").read_bytes() == Path(r["path"]).read_bytes()
     defect_rows = [r for r in ok if "/good_" not in r["path"]]
     assert not [r for r in defect_rows if r["verdict"] == "PASS"]
     assert not list(tmp_path.glob(".*.tmp")) and not list(heat.glob(".*"))
@@ -104,7 +111,7 @@ def test_inspect_records_into_a_store(trained, dataset, tmp_path):
     assert main(["inspect", "--recipe", str(trained), *map(str, files), "--store", str(db)]) == 0
     with ResultsStore(db) as store:
         rows = store.query_inspections()
-    assert len(rows) == 2 and {r["recipe"] for r in rows} == {"widget"} and rows[0]["mode"] == "cli"
+    assert len(rows) == 2 and {r.recipe for r in rows} == {"widget"} and rows[0].mode == "cli"
 
 
 def test_evaluate_reports_the_documented_json(trained, dataset, tmp_path):

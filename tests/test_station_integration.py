@@ -53,13 +53,13 @@ def test_review_part_decided_with_g_in_the_window_lands_in_the_store(window, qtb
         QTest.keyClick(win, Qt.Key.Key_Space)
     row_id = blocker.args[0]
     qtbot.waitUntil(lambda: win.tabs.tabText(1) == "Review (1)", timeout=5000)
-    assert win.review.current_record()["id"] == row_id
+    assert win.review.current_record().id == row_id
 
     QTest.keyClick(win, Qt.Key.Key_F2)  # the review queue, with the keyboard
     assert win.tabs.currentWidget() is win.review
     QTest.keyClick(win.review, Qt.Key.Key_G)
-    qtbot.waitUntil(lambda: ctx.store.get_inspection(row_id)["review"] == "good", timeout=5000)
-    assert [r["decision"] for r in ctx.store.reviews_for(row_id)] == ["good"]
+    qtbot.waitUntil(lambda: ctx.store.get_inspection(row_id).review == "good", timeout=5000)
+    assert [r.decision for r in ctx.store.reviews_for(row_id)] == ["good"]
     qtbot.waitUntil(lambda: win.tabs.tabText(1) == "Review", timeout=5000)
 
     QTest.keyClick(win, Qt.Key.Key_F1)
@@ -67,7 +67,7 @@ def test_review_part_decided_with_g_in_the_window_lands_in_the_store(window, qtb
     # the history tab lists the stored part
     QTest.keyClick(win, Qt.Key.Key_F3)
     win.history.refresh()
-    qtbot.waitUntil(lambda: any(r["id"] == row_id for r in win.history.records()), timeout=10000)
+    qtbot.waitUntil(lambda: any(r.id == row_id for r in win.history.records()), timeout=10000)
 
 
 def test_pass_parts_do_not_reach_the_queue(window, qtbot):

@@ -5,7 +5,8 @@ import threading
 import time
 
 from station.qt.inference import InferenceController
-from station.mailbox import CONTINUOUS, TRIGGERED, InferenceInbox, RecordPolicy
+from station.mailbox import CONTINUOUS, TRIGGERED, InferenceInbox
+from station.recording import RecordPolicy
 
 from station_helpers import FakeRecipe, SlowInspector, make_frame
 

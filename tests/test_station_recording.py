@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from station.context import StationContext, load_maps
-from station.mailbox import RecordPolicy
-from station.recording import Recorder
+from station.context import StationContext
+from station.evidence import load_maps
+from station.recording import Recorder, RecordPolicy
 from station.shift import ShiftCounters
 from station.wording import explain
 
@@ -34,11 +34,12 @@ def test_review_parts_keep_image_heatmap_and_maps_with_their_row(context):
     out = Recorder(context).record(make_inspection("REVIEW"), image, RecordPolicy("continuous", keep_images="none"))
     assert out.problem is None and out.inspection_id is not None
     row = context.store.get_inspection(out.inspection_id)
-    assert row["decision"] == "REVIEW" and row["mode"] == "continuous"
-    assert row["image_path"] == out.image_path and Path(out.image_path).is_file()
-    assert Path(row["heatmap_path"]).is_file()
+    assert row.verdict == "REVIEW" and row.mode == "continuous"
+    assert row.image_path == out.image_path and Path(out.image_path).is_file()
+    assert Path(row.heatmap_path).is_file() and row.heatmap_path.endswith("_heatmap.jpg")
     assert set(load_maps(out.image_path)) == {"patchcore", "gaussian"}
-    assert [r["id"] for r in context.store.pending_reviews()] == [out.inspection_id]
+    assert [r.id for r in context.store.pending_reviews()] == [out.inspection_id]
+    assert row == out.record  # what the recorder returns is what the store gives back
 
 
 def test_artifacts_keep_the_original_file_bytes_when_given(context):
@@ -49,17 +50,18 @@ def test_artifacts_keep_the_original_file_bytes_when_given(context):
     image = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)
     jpeg = cv2.imencode(".jpg", image[:, :, ::-1])[1].tobytes()
     insp = make_inspection("FAIL", shape=(24, 32))
-    kept, heat = context.save_artifacts(insp, decode_image(jpeg), stem="from_file", original=jpeg)
+    files = context.evidence.save(insp, decode_image(jpeg), "from_file", original=jpeg)
+    kept, heat = files.image, files.heatmap
     assert kept.endswith("from_file.jpg") and Path(kept).read_bytes() == jpeg  # as it came, not re-encoded
     assert Path(heat).is_file() and set(load_maps(kept)) == {"patchcore", "gaussian"}
-    made, _ = context.save_artifacts(insp, image, stem="from_camera")
+    made = context.evidence.save(insp, image, "from_camera").image
     assert made.endswith("from_camera.png") and np.array_equal(load_image(made), image)
 
 
 def test_kept_maps_are_small_float16_and_cover_the_image(context):
     import cv2
 
-    from station.context import KEPT_MAP_SIDE, kept_map
+    from station.evidence import KEPT_MAP_SIDE, kept_map
 
     grid = np.zeros((8, 12), np.float32)
     grid[2:4, 6:8] = 3.0
@@ -86,7 +88,7 @@ def test_a_full_disk_still_records_the_verdict_and_says_so(context, monkeypatch)
     def full(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(context, "save_artifacts", full)
+    monkeypatch.setattr(context.evidence, "save", full)
     out = Recorder(context).record(make_inspection("REVIEW"), np.zeros((32, 32, 3), np.uint8), RecordPolicy())
     assert out.inspection_id is not None and out.image_path is None
     assert "No space left on device" in out.problem and "disk full" in out.problem
@@ -100,26 +102,33 @@ def test_reasons_in_operator_words():
 
 
 def test_a_stored_result_is_explained_in_the_same_words_as_the_live_one(context):
-    from station.wording import reasons_in_words
+    from station.wording import record_in_words
 
     for decision in ("PASS", "FAIL", "REVIEW"):
         ins = make_inspection(decision)
         iid = context.store.add_inspection(ins, image_path="x.png")
         rec = context.store.get_inspection(iid)
-        assert reasons_in_words(rec["reasons"], rec["notes"], rec["scores"]) == explain(ins.verdict)
-        short = reasons_in_words(rec["reasons"], scores=rec["scores"], detail=False)
-        assert len(short) == len(rec["reasons"]) and all(s.endswith(".") for s in short)
+        assert record_in_words(rec) == explain(ins.verdict)
+        short = record_in_words(rec, detail=False)
+        assert len(short) == len(rec.reasons) and all(s.endswith(".") for s in short)
 
 
 def test_the_combined_score_is_named_when_no_single_model_found_the_defect():
-    from station.wording import reasons_in_words
+    from core.store import StoredInspection, StoredScore
+    from core.types import Decision
+    from station.wording import record_in_words
 
-    scores = {"patchcore": {"score": 0.6, "state": "normal"}, "gaussian": {"score": 1.1, "state": "uncertain"}}
-    assert reasons_in_words(["models_disagree"], scores=scores) == [
+    def stored(reasons, scores=None, notes=()):
+        return StoredInspection(1, "2026-01-01T00:00:00.000Z", "x.png", "demo", 1, Decision.REVIEW,
+                                tuple(reasons), tuple(notes), scores or {})
+
+    scores = {"patchcore": StoredScore(6.0, 0.6, "normal", (0.8, 1.0)),
+              "gaussian": StoredScore(11.0, 1.1, "uncertain", (0.8, 1.0))}
+    assert record_in_words(stored(["models_disagree"], scores)) == [
         "The models disagree: the combined score found a defect, PatchCore did not — please check."]
     # without the models' states (an old export) the sentence stays general, and nothing fails
-    assert "one found a defect" in reasons_in_words(["models_disagree"])[0]
-    assert reasons_in_words(["unfamiliar_input"], ["image is 300 x 600 px; the recipe expects 300 x 300"]) == [
+    assert "one found a defect" in record_in_words(stored(["models_disagree"]))[0]
+    assert record_in_words(stored(["unfamiliar_input"], notes=["image is 300 x 600 px; the recipe expects 300 x 300"])) == [
         "image is 300 x 600 px; the recipe expects 300 x 300."]
 
 

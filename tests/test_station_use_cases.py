@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 import threading
 
 from core.demo import PartGenerator
@@ -29,9 +30,9 @@ def test_the_batch_job_needs_no_window_and_stores_every_file(ctx, tiny_recipe_ro
     assert len(bad) == 1 and bad[0].path.endswith("broken.png") and bad[0].inspection_id is not None
     judged = [r for r in rows if not r.error]
     assert {r.verdict for r in judged} <= {"PASS", "FAIL", "REVIEW"} and all(r.thumbnail for r in judged)
-    stored = {rec["id"]: rec for rec in ctx.store.query_inspections(limit=None)}
+    stored = {rec.id: rec for rec in ctx.store.query_inspections(limit=None)}
     assert {r.inspection_id for r in rows} == set(stored)  # one store row per file, errors included
-    assert all(stored[r.inspection_id]["mode"] == "batch" for r in rows)
+    assert all(stored[r.inspection_id].mode == "batch" for r in rows)
 
 
 def test_the_decision_writer_keeps_the_order_and_writes_what_waits_before_it_closes(ctx):
@@ -47,12 +48,12 @@ def test_the_decision_writer_keeps_the_order_and_writes_what_waits_before_it_clo
     assert writer.close()
     assert [d.label for d in done] == ["good", "defect", "good", "defect"]
     assert all(t is not threading.main_thread() for t in threads)
-    assert [r["decision"] for r in ctx.store.reviews_for(a)] == ["good", "defect", "good"]
-    assert ctx.store.get_inspection(a)["review"] == "good"
+    assert [r.decision for r in ctx.store.reviews_for(a)] == ["good", "defect", "good"]
+    assert ctx.store.get_inspection(a).review == "good"
     assert (ctx.product_images("tiny", "good") / f"inspection_{a:07d}.png").is_file()
     assert not (ctx.product_images("tiny", "defect") / f"inspection_{a:07d}.png").exists()
     assert done[-1].saved and done[-1].kind == "warn" and "not taught in" in done[-1].message  # no image kept
     assert writer.pending() == 0
     # a refused decision says so and writes nothing
-    refused = record_decision(ctx, {"id": 999_999, "recipe": "tiny"}, "good")
+    refused = record_decision(ctx, replace(rec_a, id=999_999), "good")
     assert not refused.saved and refused.kind == "error" and "NOT saved" in refused.message

@@ -71,15 +71,15 @@ def test_demo_source_gives_verdicts_by_signal_and_records_them(station, qtbot):
                     and win.banner.state == win._latest.inspection.decision.value, timeout=5000)
     assert win.banner.detail
     rows = ctx.store.query_inspections(limit=None, newest_first=False)
-    assert len(rows) >= 4 and {r["mode"] for r in rows} == {"continuous"}
-    by_id = {r["id"]: r for r in rows}
+    assert len(rows) >= 4 and {r.mode for r in rows} == {"continuous"}
+    by_id = {r.id: r for r in rows}
     for row_id, insp in recorded:
         row = by_id[row_id]
-        assert row["decision"] == insp.decision.value
+        assert row.decision == insp.decision.value
         if insp.decision in (Decision.REVIEW, Decision.FAIL):  # kept for the review queue
-            assert row["image_path"] and row["heatmap_path"]
+            assert row.image_path and row.heatmap_path
         else:
-            assert row["image_path"] is None
+            assert row.image_path is None
     win.close()  # stops the threads: the counts stop moving (the last signals may still be queued)
     stored = len(ctx.store.query_inspections(limit=None))
     qtbot.waitUntil(lambda: len(recorded) == stored, timeout=2000)
@@ -110,7 +110,7 @@ def test_triggered_mode_records_exactly_one_inspection_per_trigger(station, qtbo
     qtbot.wait(600)  # nothing else is inspected between triggers
     rows = ctx.store.query_inspections(limit=None)
     assert len(recorded) == 3 and len(rows) == 3 and len(set(recorded)) == 3
-    assert {r["mode"] for r in rows} == {"triggered"}
+    assert {r.mode for r in rows} == {"triggered"}
     assert win.inspections_seen == 3 and win.pipeline.shift.snapshot().inspected == 3
 
 

@@ -69,14 +69,14 @@ def test_batch_with_corrupt_files_table_store_and_exports(qtbot, ctx, batch_fold
 
         # the store has every file, errors included, as batch results; REVIEW parts kept artefacts
         stored = ctx.store.query_inspections(limit=None)
-        assert len(stored) == 10 and {s["mode"] for s in stored} == {"batch"}
-        assert sum(1 for s in stored if s["error"]) == 2
+        assert len(stored) == 10 and {s.mode for s in stored} == {"batch"}
+        assert sum(1 for s in stored if s.error) == 2
         kept = 0
         for s in stored:
-            if s["decision"] == "REVIEW":
-                assert s["image_path"] != s["source"] and s["heatmap_path"]
-            if s["image_path"] and s["image_path"] != s["source"]:  # the original file, byte for byte
-                assert Path(s["image_path"]).read_bytes() == Path(s["source"]).read_bytes()
+            if s.decision == "REVIEW":
+                assert s.image_path != s.source and s.heatmap_path
+            if s.image_path and s.image_path != s.source:  # the original file, byte for byte
+                assert Path(s.image_path).read_bytes() == Path(s.source).read_bytes()
                 kept += 1
         assert kept >= counts["REVIEW"]
         assert len(ctx.store.pending_reviews()) == counts["REVIEW"]

@@ -40,7 +40,7 @@ def test_history_filters_and_pages(qtbot, ctx):
     def apply(**kw):
         w.set_filters(**kw)
         qtbot.waitUntil(lambda: not w.busy(), timeout=10000)
-        return [r["id"] for r in w.records()]
+        return [r.id for r in w.records()]
 
     try:
         day = QDate(2024, 5, 2)
@@ -49,13 +49,13 @@ def test_history_filters_and_pages(qtbot, ctx):
         assert w.next_button.isEnabled() and not w.prev_button.isEnabled()
         w.go_to_page(1)
         qtbot.waitUntil(lambda: not w.busy(), timeout=10000)
-        assert [r["id"] for r in w.records()] == [ids["f2"], ids["p2"], ids["r1"]]
+        assert [r.id for r in w.records()] == [ids["f2"], ids["p2"], ids["r1"]]
         w.go_to_page(2)
         qtbot.waitUntil(lambda: not w.busy(), timeout=10000)
-        assert [r["id"] for r in w.records()] == [ids["f1"], ids["p1"]] and not w.next_button.isEnabled()
+        assert [r.id for r in w.records()] == [ids["f1"], ids["p1"]] and not w.next_button.isEnabled()
 
         assert apply(verdict="FAIL") == [ids["f2"], ids["f1"]]  # the old FAIL is outside the dates
-        assert {r["decision"] for r in w.records()} == {"FAIL"}
+        assert {r.decision for r in w.records()} == {"FAIL"}
         assert w.model.index(0, 3).data() == "defect"
         assert apply(since=QDate(2024, 4, 28)) == [ids["f2"], ids["f1"], ids["old"]]
         assert apply(verdict="ERROR") == [ids["err"]]

@@ -52,7 +52,7 @@ def test_g_and_d_store_decisions_oldest_first_and_teach_back(qtbot, ctx):
     show_active(qtbot, w)
     try:
         assert w.pending_count() == 2
-        assert w.current_record()["id"] == first  # oldest first
+        assert w.current_record().id == first  # oldest first
         wait_idle(qtbot, w)
         assert "Part" in w.view.view_captions()
         assert "PatchCore heatmap" in w.view.view_captions()
@@ -62,8 +62,8 @@ def test_g_and_d_store_decisions_oldest_first_and_teach_back(qtbot, ctx):
         with qtbot.waitSignal(w.decision_recorded) as sig:
             qtbot.keyClick(w, Qt.Key.Key_G)
         assert sig.args == [first, "good"]
-        assert ctx.store.get_inspection(first)["review"] == "good"
-        assert w.current_record()["id"] == second  # moved on
+        assert ctx.store.get_inspection(first).review == "good"
+        assert w.current_record().id == second  # moved on
 
         # a note, Enter, then D
         qtbot.keyClicks(w.note, "dent near the hole")
@@ -71,27 +71,27 @@ def test_g_and_d_store_decisions_oldest_first_and_teach_back(qtbot, ctx):
         qtbot.keyClick(w, Qt.Key.Key_D)
         written(qtbot, w)
         rec = ctx.store.get_inspection(second)
-        assert rec["review"] == "defect"
-        assert rec["review_note"] == "dent near the hole"
+        assert rec.review == "defect"
+        assert rec.review_note == "dent near the hole"
         assert w.pending_count() == 0
         assert ctx.store.pending_reviews() == []
 
         rg = ctx.store.get_inspection(first)
         good_copy = ctx.product_images("tiny", "good") / taught_name(rg)
         defect_copy = ctx.product_images("tiny", "defect") / taught_name(rec)
-        assert good_copy.read_bytes() == open(rg["image_path"], "rb").read()
+        assert good_copy.read_bytes() == open(rg.image_path, "rb").read()
         assert defect_copy.is_file()
 
         # B goes back; a second decision supersedes the first and keeps both in the store
         qtbot.keyClick(w, Qt.Key.Key_B)
-        assert w.current_record()["id"] == second  # the last decided part
+        assert w.current_record().id == second  # the last decided part
         qtbot.keyClick(w, Qt.Key.Key_B)
-        assert w.current_record()["id"] == first
+        assert w.current_record().id == first
         qtbot.keyClick(w, Qt.Key.Key_D)
         written(qtbot, w)
         history = ctx.store.reviews_for(first)
-        assert [r["decision"] for r in history] == ["good", "defect"]
-        assert ctx.store.get_inspection(first)["review"] == "defect"
+        assert [r.decision for r in history] == ["good", "defect"]
+        assert ctx.store.get_inspection(first).review == "defect"
         assert not good_copy.exists()  # teach-back follows the latest decision
         assert (ctx.product_images("tiny", "defect") / good_copy.name).is_file()
         assert list(ctx.product_images("tiny", "good").iterdir()) == []
@@ -106,11 +106,11 @@ def test_live_items_fails_and_refresh(qtbot, ctx, queue):
     queue.on_inspection_recorded(rid, inspection_from_raw(REVIEW_RAW))
     queue.on_inspection_recorded(fid, inspection_from_raw(FAIL_RAW))
     assert queue.pending_count() == 1  # FAIL is not queued by default
-    assert queue.current_record()["id"] == rid
+    assert queue.current_record().id == rid
     ctx.settings.queue_fails = True
     queue.refresh()
     assert queue.pending_count() == 2
-    assert [queue._record(i)["id"] for i in range(queue.list.count())] == [rid, fid]
+    assert [queue._record(i).id for i in range(queue.list.count())] == [rid, fid]
     wait_idle(qtbot, queue)
 
 
@@ -124,7 +124,7 @@ def test_part_without_image_can_be_decided_but_not_taught(qtbot, ctx):
     try:
         qtbot.keyClick(w, Qt.Key.Key_G)
         written(qtbot, w)
-        assert ctx.store.get_inspection(pid)["review"] == "good"
+        assert ctx.store.get_inspection(pid).review == "good"
         assert "not taught in" in w.status.text()
         wait_idle(qtbot, w)
     finally:
@@ -229,8 +229,8 @@ def test_decisions_are_written_off_the_ui_thread_and_a_refused_one_still_waits(q
         qtbot.keyClick(w, Qt.Key.Key_D)
         written(qtbot, w)
         assert threads and all(t is not threading.main_thread() for t in threads)  # never the UI thread
-        assert ctx.store.get_inspection(ok_id)["review"] == "good"
-        assert ctx.store.get_inspection(bad_id)["review"] is None
+        assert ctx.store.get_inspection(ok_id).review == "good"
+        assert ctx.store.get_inspection(bad_id).review is None
         assert "NOT saved" in w.status.text() and "No space left" in w.status.text()
         assert w.pending_count() == 1  # the refused one waits again, shown undecided
         assert not w.list.item(1).text().startswith("✓")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.store import ResultsStore, StoreError, utc_iso
+from core.store import ResultsStore, StoredInspection, StoredScore, StoreError, utc_iso
 from core.types import Decision, Inspection, ModelScore, ModelState, Reason, Verdict
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
@@ -68,29 +68,16 @@ def test_round_trip(store):
     iid = store.add_inspection(make_inspection(Decision.REVIEW), image_path="img/1.png",
                                heatmap_path="heat/1.png", mode="triggered", ts=T0)
     row = store.get_inspection(iid)
-    assert row == {
-        "id": iid,
-        "ts": "2024-05-01T12:00:00.123Z",
-        "source": "cam0",
-        "recipe": "bottle",
-        "recipe_version": 1,
-        "decision": "REVIEW",
-        "reasons": ["models_disagree", "near_threshold"],
-        "notes": ["gaussian near its threshold"],
-        "scores": {
-            "patchcore": {"raw": 2.5, "score": 0.8, "state": "normal", "band": [0.9, 1.1]},
-            "gaussian": {"raw": 0.01, "score": 1.05, "state": "uncertain",
-                            "band": [0.85, 1.15]},
-        },
-        "fused": 0.925,
-        "image_path": "img/1.png",
-        "heatmap_path": "heat/1.png",
-        "latency_ms": 12.5,
-        "mode": "triggered",
-        "error": None,
-        "review": None,
-        "review_note": None,
-    }
+    assert row == StoredInspection(
+        id=iid, ts="2024-05-01T12:00:00.123Z", source="cam0", recipe="bottle", recipe_version=1,
+        decision=Decision.REVIEW, reasons=("models_disagree", "near_threshold"),
+        notes=("gaussian near its threshold",),
+        scores={"patchcore": StoredScore(2.5, 0.8, "normal", (0.9, 1.1)),
+                "gaussian": StoredScore(0.01, 1.05, "uncertain", (0.85, 1.15))},
+        fused=0.925, image_path="img/1.png", heatmap_path="heat/1.png", latency_ms=12.5, mode="triggered",
+        error=None, review=None, review_note=None,
+    )
+    assert row.verdict == "REVIEW" and row.decision == "REVIEW"
     assert store.get_inspection(iid + 1) is None
     assert store.query_inspections() == [row]
 
@@ -98,18 +85,18 @@ def test_round_trip(store):
 def test_default_timestamp_is_now_utc_with_millis(store):
     before = utc_iso()
     row = store.get_inspection(store.add_inspection(make_inspection()))
-    assert before <= row["ts"] <= utc_iso()
-    assert len(row["ts"]) == len("2024-05-01T12:00:00.123Z") and row["ts"].endswith("Z")
-    assert row["mode"] == "cli" and row["heatmap_path"] is None and row["image_path"] is None
+    assert before <= row.ts <= utc_iso()
+    assert len(row.ts) == len("2024-05-01T12:00:00.123Z") and row.ts.endswith("Z")
+    assert row.mode == "cli" and row.heatmap_path is None and row.image_path is None
 
 
 def test_errors_have_no_decision(store):
     eid = store.add_error("bad.png", "cannot decode image", recipe="bottle", recipe_version=1,
                           ts=T0)
     row = store.get_inspection(eid)
-    assert row["decision"] is None and row["error"] == "cannot decode image"
-    assert row["mode"] == "batch" and row["source"] == "bad.png"
-    assert row["reasons"] == [] and row["notes"] == [] and row["scores"] == {}
+    assert row.decision is None and row.error == "cannot decode image"
+    assert row.mode == "batch" and row.source == "bad.png"
+    assert row.reasons == () and row.notes == () and dict(row.scores) == {}
     assert store.query_inspections(decisions=["PASS", "FAIL", "REVIEW"]) == []
 
 
@@ -126,7 +113,7 @@ def test_filters(store):
                           ts=T0 + timedelta(days=5))
 
     def got(**kw):
-        return [r["id"] for r in store.query_inspections(**kw)]
+        return [r.id for r in store.query_inspections(**kw)]
 
     all_ids = list(ids.values()) + [err]
     assert got() == all_ids[::-1]  # newest first
@@ -181,14 +168,14 @@ def test_reviews_latest_supersedes_and_both_rows_remain(store):
     r2 = store.add_review(iid, "good", note="dust, wiped", operator="bob")
     assert r2 > r1
     row = store.get_inspection(iid)
-    assert (row["review"], row["review_note"]) == ("good", "dust, wiped")
-    assert row["decision"] == "REVIEW"  # the model's verdict is untouched
-    by_id = {r["id"]: r for r in store.query_inspections()}
-    assert by_id[iid]["review"] == "good" and by_id[other]["review"] is None
+    assert (row.review, row.review_note) == ("good", "dust, wiped")
+    assert row.decision == "REVIEW"  # the model's verdict is untouched
+    by_id = {r.id: r for r in store.query_inspections()}
+    assert by_id[iid].review == "good" and by_id[other].review is None
     hist = store.reviews_for(iid)
-    assert [(h["id"], h["decision"], h["note"], h["operator"]) for h in hist] == [
+    assert [(h.id, h.decision, h.note, h.operator) for h in hist] == [
         (r1, "defect", "scratch", "ann"), (r2, "good", "dust, wiped", "bob")]
-    assert all(h["inspection_id"] == iid and h["ts"].endswith("Z") for h in hist)
+    assert all(h.inspection_id == iid and h.ts.endswith("Z") for h in hist)
     assert store.reviews_for(other) == []
 
 
@@ -227,8 +214,8 @@ def test_reviews_are_append_only_in_the_database(store):
         raw.execute("INSERT INTO reviews (inspection_id, ts, decision) VALUES (?, 'x', 'maybe')",
                     (iid,))
     raw.close()
-    assert [r["id"] for r in store.reviews_for(iid)] == [rid]
-    assert store.reviews_for(iid)[0]["decision"] == "defect"
+    assert [r.id for r in store.reviews_for(iid)] == [rid]
+    assert store.reviews_for(iid)[0].decision == "defect"
 
 
 def test_pending_reviews(store):
@@ -238,13 +225,13 @@ def test_pending_reviews(store):
                              ts=T0 + timedelta(seconds=1))
     c = store.add_inspection(make_inspection(Decision.REVIEW, recipe="a"),
                              ts=T0 + timedelta(seconds=2))
-    assert [r["id"] for r in store.pending_reviews()] == [a, b, c]  # oldest first
+    assert [r.id for r in store.pending_reviews()] == [a, b, c]  # oldest first
     store.add_review(a, "good")
-    assert [r["id"] for r in store.pending_reviews()] == [b, c]
-    assert [r["id"] for r in store.pending_reviews(recipe="a")] == [c]
+    assert [r.id for r in store.pending_reviews()] == [b, c]
+    assert [r.id for r in store.pending_reviews(recipe="a")] == [c]
     store.add_review(c, "defect")
     assert store.pending_reviews(recipe="a") == []
-    assert [r["id"] for r in store.pending_reviews()] == [b]
+    assert [r.id for r in store.pending_reviews()] == [b]
 
 
 def test_writes_survive_a_crash_without_close(tmp_path):
@@ -256,7 +243,7 @@ def test_writes_survive_a_crash_without_close(tmp_path):
     # no close(): the first store is simply abandoned, as after a crash
     with ResultsStore(path) as reopened:
         row = reopened.get_inspection(iid)
-        assert row["decision"] == "FAIL" and row["review"] == "defect"
+        assert row.decision == "FAIL" and row.review == "defect"
         assert reopened.counts() == {"inspected": 1, "PASS": 0, "FAIL": 1, "REVIEW": 0,
                                      "errors": 1}
     raw = sqlite3.connect(path)
@@ -313,9 +300,9 @@ def test_concurrent_writers_lose_nothing(store):
     assert errors == []
     rows = store.query_inspections(limit=None)
     assert len(rows) == n_threads * per_thread
-    assert {r["source"] for r in rows} == {f"t{k}-{i}" for k in range(n_threads)
+    assert {r.source for r in rows} == {f"t{k}-{i}" for k in range(n_threads)
                                            for i in range(per_thread)}
-    assert sum(r["review"] == "good" for r in rows) == n_threads * per_thread // 10
+    assert sum(r.review == "good" for r in rows) == n_threads * per_thread // 10
     assert store.counts()["inspected"] == n_threads * per_thread
 
 

@@ -58,5 +58,6 @@ def add_part(ctx, raw: dict, index: int = 0, keep: bool = True, **kw) -> int:
     """Store an inspection (with its image, heatmap and maps saved when ``keep``); returns its id."""
     image = PartGenerator("bracket", (96, 96), seed=1).good(index).image.copy()
     insp = inspection_from_raw(raw, **kw)
-    paths = ctx.save_artifacts(insp, image, stem=f"part{index:03d}") if keep else (None, None)
-    return ctx.store.add_inspection(insp, image_path=paths[0], heatmap_path=paths[1] or None, mode="live")
+    files = ctx.evidence.save(insp, image, f"part{index:03d}") if keep else None
+    return ctx.store.add_inspection(insp, image_path=files and files.image, heatmap_path=files and files.heatmap,
+                                    mode="live")

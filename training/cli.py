@@ -11,8 +11,6 @@ or one version's folder (``.../bottle/v0002``).
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
 import sys
@@ -142,11 +140,14 @@ def _load_inspector(args, batch: bool = False):
 
 
 def cmd_inspect(args) -> int:
-    from core import overlay
     from core.batch import inspect_files
-    from core.images import ImageError, list_images, save_image_atomic
+    from core.images import ImageError, list_images
     from core.recipe import RecipeError
-    from core.store import ResultsStore
+    from core.store import ResultsStore, StoreError
+    from station.evidence import EvidenceFolder
+    from station.recording import RecordPolicy, record, record_failure
+    from station.report import write_csv
+    from station.wording import record_in_words
 
     try:
         inspector = _load_inspector(args, batch=True)
@@ -154,59 +155,47 @@ def cmd_inspect(args) -> int:
     except (RecipeError, ImageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    heat_dir = Path(args.heatmaps) if args.heatmaps else None
-    store = ResultsStore(args.store) if args.store else None
-    models = inspector.recipe.models
-    header = ["path", "verdict", *[f"{m}" for m in ("patchcore", "gaussian", "classifier")], "fused",
-              "reasons", "latency_ms", "heatmap", "error"]
-    rows = []
-    counts = {"PASS": 0, "FAIL": 0, "REVIEW": 0, "error": 0}
-    used_names: set[str] = set()
-    for item in tqdm(inspect_files(inspector, files, workers=args.threads, keep_images=heat_dir is not None),
-                     total=len(files),
-                     desc="Inspecting", unit="img", file=sys.stderr, mininterval=0.5, disable=None):
-        if not item.ok:
-            counts["error"] += 1
-            rows.append([item.path, "", "", "", "", "", "", "", "", item.error])
-            if store:
-                store.add_error(item.path, item.error, recipe=inspector.recipe.product,
-                                recipe_version=inspector.recipe.version, mode="cli")
-            continue
-        r = item.inspection
-        v = r.verdict
-        counts[v.decision.value] += 1
-        heat_path = ""
-        if heat_dir is not None:
-            stem = Path(item.path).stem
-            name = f"{stem}_heatmap.png"
-            k = 1
-            while name in used_names:
-                k += 1
-                name = f"{stem}_{k}_heatmap.png"
-            used_names.add(name)
-            heat_path = str(heat_dir / name)
-            save_image_atomic(heat_path, overlay.blend(item.image, r.maps["patchcore"], r.region, v.decision.value))
-        sc = {m: v.score_of(m) for m in ("patchcore", "gaussian", "classifier")}
-        rows.append([item.path, v.decision.value,
-                     *[f"{sc[m].score:.4f}" if sc[m] else "" for m in ("patchcore", "gaussian", "classifier")],
-                     f"{v.fused:.4f}", ";".join(x.value for x in v.reasons), f"{r.latency_ms:.1f}", heat_path, ""])
+    try:
+        store = ResultsStore(args.store) if args.store else None
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # the station's evidence format, in one flat folder; the store's rows point at it
+    evidence = EvidenceFolder(args.heatmaps, dated=False) if args.heatmaps else None
+    policy = RecordPolicy(mode="cli", keep_images=args.keep)
+    recipe = inspector.recipe
+    records = []
+    problems = 0
+    try:
+        for item in tqdm(inspect_files(inspector, files, workers=args.threads, keep_images=evidence is not None),
+                         total=len(files), desc="Inspecting", unit="img", file=sys.stderr, mininterval=0.5,
+                         disable=None):
+            if item.ok:
+                out = record(store, evidence, item.inspection, item.image, policy, source_file=item.path,
+                             original=item.data, index=item.index)
+            else:
+                out = record_failure(store, item.path, item.error or "", recipe=recipe.product,
+                                     recipe_version=recipe.version, mode=policy.mode)
+            if out.problem:
+                problems += 1
+                print(f"warning: {item.path}: {out.problem}", file=sys.stderr)
+            records.append(out.record)
+    finally:
         if store:
-            store.add_inspection(r, image_path=item.path, heatmap_path=heat_path or None, mode="cli")
-    if store:
-        store.close()
+            store.close()
     if args.csv:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(header)
-        w.writerows(rows)
-        write_text_atomic(args.csv, buf.getvalue())
+        write_csv(args.csv, records)
+    counts = {d: sum(r.verdict == d for r in records) for d in ("PASS", "FAIL", "REVIEW")}
+    errors = sum(r.error is not None for r in records)
     print(f"{len(files)} files: {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['REVIEW']} REVIEW, "
-          f"{counts['error']} could not be inspected"
-          f" (recipe {inspector.recipe.label}, {inspector.backend}; scores are 1.0 at each model's threshold: {', '.join(models)})")
+          f"{errors} could not be inspected"
+          f" (recipe {recipe.label}, {inspector.backend}; scores are 1.0 at each model's threshold: {', '.join(recipe.models)})")
     if not args.csv:
-        for row in rows:
-            print(f"{row[1] or 'ERROR':6s} {row[0]}" + (f"  -- {row[-1]}" if row[-1] else f"  {row[5]}  {row[6]}"))
-    return 0 if counts["error"] == 0 else 1
+        for r in records:
+            words = " ".join(record_in_words(r, detail=False))
+            print(f"{r.verdict or 'ERROR':6s} {r.source}" + (f"  -- {r.error}" if r.error else
+                                                             f"  {words}  {r.latency_ms:.1f} ms"))
+    return 0 if errors == 0 and problems == 0 else 1
 
 
 def _fmt(v, spec: str = ".4f") -> str:
@@ -298,7 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--recipe", required=True)
     i.add_argument("paths", nargs="+")
     i.add_argument("--csv", help="write one row per input file")
-    i.add_argument("--heatmaps", help="folder for heatmap overlays")
+    i.add_argument("--heatmaps", metavar="DIR",
+                   help="keep each part's evidence here, as the station does: the image, <stem>_heatmap.jpg"
+                        " (the overlay) and <stem>.maps.npz (every model's map)")
+    i.add_argument("--keep", choices=("all", "review_fail", "none"), default="all",
+                   help="with --heatmaps: whose evidence is kept (REVIEW parts always; default all)")
     i.add_argument("--store", help="also record results in this SQLite results store")
     common(i)
     i.set_defaults(func=cmd_inspect)

@@ -298,11 +298,11 @@ class BatchDialog(QDialog):
 
     def _open(self, proxy_index: QModelIndex) -> None:
         row = self.model.rows[self.proxy.mapToSource(proxy_index).row()]
-        record = row.record()
+        record = row.record
         loader = load_part_images
         if not row.error and not row.heatmap:
             product, version = self._run_recipe
-            loader = reinspect_loader(self.context, row.recipe or product, row.recipe_version or version)
+            loader = reinspect_loader(self.context, record.recipe or product, record.recipe_version or version)
         PartViewer(self.context, record, self, loader=loader).open()
 
     def _ask_export(self, kind: str) -> None:

@@ -15,10 +15,11 @@ from PySide6.QtGui import QBrush, QPixmap, QPixmapCache
 
 from core.engine import Inspector
 from core.images import ImageError, load_image
+from core.store import StoredInspection
 from station.context import StationContext
 from station.qt.part_viewer import PartImages, views_from_arrays
 from station.report import ResultRow
-from station.qt.workflow_common import ALL_MODELS, ColumnsTableModel, ERROR_COLOUR, VERDICT_COLOURS, reasons_in_words
+from station.qt.workflow_common import ALL_MODELS, ColumnsTableModel, ERROR_COLOUR, VERDICT_COLOURS, record_in_words
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,13 @@ class RowChannel(QObject):
 
 def reinspect_loader(context: StationContext, product: str, version: int):
     """A PartViewer loader for parts whose maps were not kept: inspect the file again."""
-    def load(record: dict) -> PartImages:
+    def load(record: StoredInspection) -> PartImages:
         try:
-            image = load_image(record["source"])
+            image = load_image(record.source)
         except ImageError as exc:
             return PartImages((), f"The image cannot be shown: {exc.message}")
         inspector = Inspector(context.load_recipe(product, version), verify=False)
-        r = inspector.inspect(image, source=record["source"])
+        r = inspector.inspect(image, source=record.source)
         bands = {s.model: s.band[0] for s in r.verdict.scores}
         return PartImages(tuple(views_from_arrays(image, dict(r.maps), r.decision.value, bands)),
                           "Heatmaps made again from the file (they were not kept).")
@@ -88,7 +89,7 @@ class BatchTableModel(ColumnsTableModel):
         if role == Qt.ItemDataRole.ForegroundRole and (c in (2, 9) or (c == 7 and r.error)):
             return QBrush(VERDICT_COLOURS.get(r.verdict, ERROR_COLOUR))
         if role == Qt.ItemDataRole.ToolTipRole:
-            return r.error or "\n".join([r.path] + reasons_in_words(r.reasons, r.notes, r.score_states()))
+            return r.error or "\n".join([r.path] + record_in_words(r.record))
         if role == Qt.ItemDataRole.TextAlignmentRole and c in (3, 4, 5, 6, 8):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
@@ -104,7 +105,7 @@ class BatchTableModel(ColumnsTableModel):
         if c == 6:
             return f"{r.fused:.2f}" if r.fused is not None else ""
         if c == 7:
-            return r.error or " ".join(reasons_in_words(r.reasons, scores=r.score_states(), detail=False))
+            return r.error or " ".join(record_in_words(r.record, detail=False))
         if c == 8:
             return f"{r.latency_ms:.0f}" if r.latency_ms is not None else ""
         if c == 9:
@@ -167,6 +168,6 @@ class BatchFilterProxy(QSortFilterProxyModel):
         if self._verdict and self._verdict != "ERROR" and r.verdict != self._verdict:
             return False
         if self._text:
-            hay = " ".join((r.path, r.verdict, r.error, *r.reasons, *reasons_in_words(r.reasons, scores=r.score_states(), detail=False))).lower()
+            hay = " ".join((r.path, r.verdict, r.error, *r.reasons, *record_in_words(r.record, detail=False))).lower()
             return self._text in hay
         return True

@@ -19,12 +19,12 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-from core.store import ResultsStore
+from core.store import ResultsStore, StoredInspection
 from station.context import StationContext
 from station.qt.part_viewer import PartViewer
 from station.qt.workflow_common import (
     ColumnsTableModel,
-    ERROR_COLOUR, VERDICT_COLOURS, LatestRunner, local_time, reasons_in_words, scale_font, status_style,
+    ERROR_COLOUR, VERDICT_COLOURS, LatestRunner, local_time, record_in_words, scale_font, status_style,
 )
 
 log = logging.getLogger(__name__)
@@ -43,17 +43,17 @@ class HistoryFilter:
     verdict: str = ""  # "" all, PASS / FAIL / REVIEW, or ERROR (not inspected)
     review: str = "any"  # any / none (not reviewed) / good / defect
 
-    def keeps(self, r: dict) -> bool:
-        if self.verdict == "ERROR" and not r.get("error"):
+    def keeps(self, r: StoredInspection) -> bool:
+        if self.verdict == "ERROR" and not r.error:
             return False
         if self.review == "none":
-            return not r.get("review")
+            return not r.review
         if self.review in ("good", "defect"):
-            return r.get("review") == self.review
+            return r.review == self.review
         return True
 
 
-def history_page(store: ResultsStore, f: HistoryFilter, page: int, page_size: int = PAGE_SIZE) -> tuple[list[dict], bool]:
+def history_page(store: ResultsStore, f: HistoryFilter, page: int, page_size: int = PAGE_SIZE) -> tuple[list[StoredInspection], bool]:
     """One page of matching inspections, newest first, and whether there is a next page."""
     kw = dict(since=f.since, until=f.until, recipe=f.recipe, recipe_version=f.version, newest_first=True,
               decisions=[f.verdict] if f.verdict and f.verdict != "ERROR" else None)
@@ -61,7 +61,7 @@ def history_page(store: ResultsStore, f: HistoryFilter, page: int, page_size: in
     if f.verdict != "ERROR" and f.review == "any":  # the store filters everything itself
         rows = store.query_inspections(limit=page_size + 1, offset=start, **kw)
         return rows[:page_size], len(rows) > page_size
-    matched: list[dict] = []
+    matched: list[StoredInspection] = []
     offset = 0
     while len(matched) <= start + page_size:
         chunk = store.query_inspections(limit=SCAN_CHUNK, offset=offset, **kw)
@@ -84,9 +84,9 @@ class HistoryModel(ColumnsTableModel):
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self.records: list[dict] = []
+        self.records: list[StoredInspection] = []
 
-    def set_records(self, records: list[dict]) -> None:
+    def set_records(self, records: list[StoredInspection]) -> None:
         self.beginResetModel()
         self.records = records
         self.endResetModel()
@@ -98,34 +98,34 @@ class HistoryModel(ColumnsTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return self._text(r, c)
         if role == Qt.ItemDataRole.ForegroundRole and c == 2:
-            return QBrush(VERDICT_COLOURS.get(r.get("decision") or "", ERROR_COLOUR))
+            return QBrush(VERDICT_COLOURS.get(r.verdict, ERROR_COLOUR))
         if role == Qt.ItemDataRole.ToolTipRole:
-            return r.get("error") or "\n".join(reasons_in_words(r.get("reasons", ()), r.get("notes", ()), r.get("scores")))
+            return "\n".join(record_in_words(r))
         if role == Qt.ItemDataRole.TextAlignmentRole and c in (6, 7, 8):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
     @staticmethod
-    def _text(r: dict, c: int) -> str:
+    def _text(r: StoredInspection, c: int) -> str:
         if c == 0:
-            return local_time(r["ts"])
+            return local_time(r.ts)
         if c == 1:
-            return f"{r['recipe']} v{r['recipe_version']}" if r.get("recipe") else ""
+            return f"{r.recipe} v{r.recipe_version}" if r.recipe else ""
         if c == 2:
-            return r.get("decision") or "NOT INSPECTED"
+            return r.verdict or "NOT INSPECTED"
         if c == 3:
-            review = r.get("review") or ""
-            return review + (f" — {r['review_note']}" if review and r.get("review_note") else "")
+            review = r.review or ""
+            return review + (f" — {r.review_note}" if review and r.review_note else "")
         if c == 4:
-            return os.path.basename(r.get("source") or "")
+            return os.path.basename(r.source or "")
         if c == 5:
-            return r.get("mode") or ""
+            return r.mode or ""
         if c == 6:
-            return f"{r['fused']:.2f}" if r.get("fused") is not None else ""
+            return f"{r.fused:.2f}" if r.fused is not None else ""
         if c in (7, 8):
-            s = (r.get("scores") or {}).get("patchcore" if c == 7 else "gaussian")
-            return f"{s['score']:.2f}" if s else ""
-        return r.get("error") or " ".join(reasons_in_words(r.get("reasons", ()), scores=r.get("scores"), detail=False))
+            s = r.scores.get("patchcore" if c == 7 else "gaussian")
+            return f"{s.score:.2f}" if s else ""
+        return " ".join(record_in_words(r, detail=False))
 
 
 class HistoryWidget(QWidget):
@@ -330,10 +330,10 @@ class HistoryWidget(QWidget):
         if not index.isValid():
             return
         record = self.model.records[index.row()]
-        path = record.get("image_path")
+        path = record.image_path
         if not path or not os.path.isfile(path):
             self.status.setText("The image of this part was not kept, so it cannot be shown.")
             self.status.setStyleSheet(status_style("warn"))
             return
-        self.part_opened.emit(int(record["id"]))
+        self.part_opened.emit(int(record.id))
         PartViewer(self.context, record, self).open()

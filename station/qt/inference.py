@@ -198,7 +198,7 @@ class InferenceWorker(QObject):
         policy = self._inbox.policy
         if self._recorder is None or not policy.enabled:
             return
-        outcome = self._recorder.record(inspection, frame.image, policy)
+        outcome = self._recorder.record(inspection, frame.image, policy, blended=shown)
         if outcome.inspection_id is not None:
             self.inspection_recorded.emit(outcome.inspection_id, inspection)
         if outcome.problem:

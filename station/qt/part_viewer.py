@@ -5,7 +5,7 @@ batch and review open on double-click. Both take a store record (a dict as retur
 ``ResultsStore.query_inspections``); images and maps are read and blended in a background task,
 never in the UI thread.
 
-Heatmaps come from the maps saved beside the image (``station.context.load_maps``), blended with
+Heatmaps come from the maps saved beside the image (``station.evidence.load_maps``), blended with
 ``core.overlay.blend`` on its fixed colour scale; when no maps were kept, the saved heatmap PNG is
 shown instead.
 """
@@ -25,10 +25,12 @@ from PySide6.QtWidgets import (
 
 from core.anomaly_map import region_of
 from core.images import ImageError, load_image
-from station.context import StationContext, load_maps
+from core.store import StoredInspection
+from station.context import StationContext
+from station.evidence import load_maps
 from station.qt.workflow_common import (
     ALL_MODELS, VERDICT_COLOURS, LatestRunner, local_time, model_label, overlay_small,
-    reasons_in_words, scale_font, scores_in_words, shrink, status_style, to_qimage,
+    record_in_words, scale_font, scores_in_words, shrink, status_style, to_qimage,
 )
 
 log = logging.getLogger(__name__)
@@ -74,12 +76,12 @@ def views_from_arrays(image: np.ndarray, maps: dict, decision: str | None = None
     return views
 
 
-def load_part_images(record: dict, max_side: int = VIEW_MAX_SIDE) -> PartImages:
-    """Read a stored part's image, maps or heatmap PNG (runs in a worker thread)."""
-    image_path = record.get("image_path") or ""
-    heatmap_path = record.get("heatmap_path") or ""
-    decision = record.get("decision")
-    bands = {m: s.get("band", [None])[0] for m, s in (record.get("scores") or {}).items()}
+def load_part_images(record: StoredInspection, max_side: int = VIEW_MAX_SIDE) -> PartImages:
+    """Read a stored part's image, maps or heatmap (runs in a worker thread)."""
+    image_path = record.image_path or ""
+    heatmap_path = record.heatmap_path or ""
+    decision = record.verdict or None
+    bands = {m: s.band[0] for m, s in record.scores.items()}
     views: list[tuple[str, QImage]] = []
     problems = []
     image = None
@@ -201,40 +203,40 @@ class PartView(QWidget):
         self.message_label.setText("")
         self._show_views(())
 
-    def show_record(self, record: dict) -> None:
+    def show_record(self, record: StoredInspection) -> None:
         self._record = record
-        decision = record.get("decision") or ""
-        if record.get("error"):
+        decision = record.verdict
+        if record.error:
             self.verdict_label.setText("NOT INSPECTED")
             self.verdict_label.setStyleSheet("color: #777;")
         else:
             colour = VERDICT_COLOURS.get(decision)
             self.verdict_label.setText(decision)
             self.verdict_label.setStyleSheet(f"color: {colour.name()};" if colour else "")
-        bits = [os.path.basename(record.get("source") or record.get("image_path") or "") or "part"]
-        if record.get("ts"):
-            bits.append(local_time(record["ts"]))
-        if record.get("recipe"):
-            bits.append(f"recipe {record['recipe']} v{record.get('recipe_version', 0)}")
-        if record.get("review"):
-            bits.append(f"operator said: {record['review']}"
-                        + (f" ({record['review_note']})" if record.get("review_note") else ""))
+        bits = [os.path.basename(record.source or record.image_path or "") or "part"]
+        if record.ts:
+            bits.append(local_time(record.ts))
+        if record.recipe:
+            bits.append(f"recipe {record.recipe} v{record.recipe_version}")
+        if record.review:
+            bits.append(f"operator said: {record.review}" + (f" ({record.review_note})" if record.review_note else ""))
         self.title_label.setText("   ·   ".join(bits))
-        if record.get("error"):
-            self.reasons_label.setText(str(record["error"]))
-        else:
-            self.reasons_label.setText("\n".join(reasons_in_words(record.get("reasons", ()), record.get("notes", ()), record.get("scores"))))
-        self.scores_label.setText(scores_in_words(record.get("scores") or {}))
+        self.reasons_label.setText("\n".join(record_in_words(record)))
+        self.scores_label.setText(scores_in_words(record.scores))
         self.message_label.setText("Loading the images…")
         loader = self._loader
-        self._runner.request(record.get("id"), lambda progress, cancelled, r=record: loader(r))
+        self._runner.request(self._key(record), lambda progress, cancelled, r=record: loader(r))
+
+    @staticmethod
+    def _key(record: StoredInspection):
+        return record.id if record.id is not None else ("unstored", id(record))
 
     def shutdown(self) -> None:
         self._runner.shutdown()
 
     # -- private ------------------------------------------------------------------------------
     def _on_loaded(self, key, images: PartImages) -> None:
-        if self._record is None or key != self._record.get("id"):
+        if self._record is None or key != self._key(self._record):
             return
         self._show_views(images.views)
         self.message_label.setText(images.message)
@@ -270,11 +272,11 @@ class PartView(QWidget):
 class PartViewer(QDialog):
     """A dialog showing one part (history, batch, review). Esc closes."""
 
-    def __init__(self, context: StationContext | None, record: dict, parent: QWidget | None = None,
-                 loader: Callable[[dict], PartImages] = load_part_images):
+    def __init__(self, context: StationContext | None, record: StoredInspection, parent: QWidget | None = None,
+                 loader: Callable[[StoredInspection], PartImages] = load_part_images):
         super().__init__(parent)
         self.context = context
-        self.setWindowTitle("Part " + os.path.basename(record.get("source") or record.get("image_path") or ""))
+        self.setWindowTitle("Part " + os.path.basename(record.source or record.image_path or ""))
         self.view = PartView(self, loader)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)

@@ -12,6 +12,7 @@ current version was trained on, when they still exist, and saves it; older versi
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import replace
 import logging
 import sqlite3
 
@@ -22,7 +23,7 @@ from PySide6.QtWidgets import (
     QPushButton, QSplitter, QVBoxLayout, QWidget,
 )
 
-from core.store import StoreError
+from core.store import StoredInspection, StoreError
 from core.types import Decision
 from station.context import StationContext
 from station.qt.part_viewer import PartView, PartViewer
@@ -30,7 +31,7 @@ from station.qt.tasks import Task
 from station.review import LABELS, Decided, DecisionWriter
 from station.teach_back import images_in, retrain_job
 from station.qt.workflow_common import (
-    ERROR_COLOUR, VERDICT_COLOURS, local_time, reasons_in_words, release_later, scale_font,
+    ERROR_COLOUR, VERDICT_COLOURS, local_time, record_in_words, release_later, scale_font,
     status_style,
 )
 
@@ -169,7 +170,7 @@ class ReviewQueueWidget(QWidget):
         self.list.blockSignals(False)
         row = 0
         if current is not None:
-            row = next((i for i in range(self.list.count()) if self._record(i)["id"] == current["id"]), 0)
+            row = next((i for i in range(self.list.count()) if self._record(i).id == current.id), 0)
         self._select(row if self.list.count() else -1)
         self._update_products()
         self._update_count()
@@ -180,27 +181,27 @@ class ReviewQueueWidget(QWidget):
         decision = getattr(getattr(inspection, "decision", None), "value", getattr(inspection, "decision", None))
         if decision is not None and not self._queued(str(decision)):
             return
-        if any(self._record(i)["id"] == inspection_id for i in range(self.list.count())):
+        if any(self._record(i).id == inspection_id for i in range(self.list.count())):
             return
         try:
             rec = self.context.store.get_inspection(int(inspection_id))
         except (StoreError, sqlite3.Error) as exc:
             log.error("Review queue: cannot read inspection %s: %s", inspection_id, exc)
             return
-        if rec is None or rec.get("review") or not self._queued(rec.get("decision") or ""):
+        if rec is None or rec.review or not self._queued(rec.verdict):
             return
         self._append(rec)
-        if self.list.currentRow() < 0 or self.current_record()["id"] in self._decided:
+        if self.list.currentRow() < 0 or self.current_record().id in self._decided:
             self._select(self.list.count() - 1)
         self._update_products()
         self._update_count()
 
-    def current_record(self) -> dict | None:
+    def current_record(self) -> StoredInspection | None:
         row = self.list.currentRow()
         return self._record(row) if row >= 0 else None
 
     def pending_count(self) -> int:
-        return sum(1 for i in range(self.list.count()) if self._record(i)["id"] not in self._decided)
+        return sum(1 for i in range(self.list.count()) if self._record(i).id not in self._decided)
 
     def decide(self, label: str) -> None:
         """Take the operator's decision for the current part and show the next part; the store write
@@ -210,13 +211,13 @@ class ReviewQueueWidget(QWidget):
             self._say("There is no part waiting for a decision.", "info")
             return
         note = self.note.text().strip()
-        before = self._decided.get(rec["id"])
-        self._decided[rec["id"]] = label
-        self._unwritten.append((rec["id"], before))
+        before = self._decided.get(rec.id)
+        self._decided[rec.id] = label
+        self._unwritten.append((rec.id, before))
         self._writer.submit(rec, label, note, operator=self.context.settings.operator, changed=before is not None)
         self._mark(self.list.currentRow())
         self.note.clear()
-        self._say(f"Saving: part {rec['id']} is {LABELS[label].upper()} …", "info")
+        self._say(f"Saving: part {rec.id} is {LABELS[label].upper()} …", "info")
         self._update_count()
         self._last_row = self.list.currentRow()
         self._select(self._next_undecided(self.list.currentRow()))
@@ -301,23 +302,23 @@ class ReviewQueueWidget(QWidget):
         return decision == Decision.REVIEW.value or (
             decision == Decision.FAIL.value and self.context.settings.queue_fails)
 
-    def _load_pending(self) -> list[dict]:
+    def _load_pending(self) -> list[StoredInspection]:
         store = self.context.store
         records = store.pending_reviews()
         if self.context.settings.queue_fails:
             since = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(days=FAIL_WINDOW_DAYS)
             fails = store.query_inspections(since=since, decisions=["FAIL"], limit=MAX_FAILS, newest_first=False)
-            records += [r for r in fails if not r.get("review")]
-            records.sort(key=lambda r: (r["ts"], r["id"]))
+            records += [r for r in fails if not r.review]
+            records.sort(key=lambda r: (r.ts, r.id or 0))
         return records
 
     def _row_of(self, inspection_id: int) -> int:
-        return next((i for i in range(self.list.count()) if self._record(i)["id"] == inspection_id), -1)
+        return next((i for i in range(self.list.count()) if self._record(i).id == inspection_id), -1)
 
-    def _record(self, row: int) -> dict:
+    def _record(self, row: int) -> StoredInspection:
         return self.list.item(row).data(Qt.ItemDataRole.UserRole)
 
-    def _append(self, rec: dict) -> None:
+    def _append(self, rec: StoredInspection) -> None:
         item = QListWidgetItem()
         item.setData(Qt.ItemDataRole.UserRole, rec)
         self.list.addItem(item)
@@ -326,21 +327,21 @@ class ReviewQueueWidget(QWidget):
     def _mark(self, row: int) -> None:
         item = self.list.item(row)
         rec = self._record(row)
-        reasons = reasons_in_words(rec.get("reasons", ())[:1], scores=rec.get("scores"), detail=False)
-        text = f"{local_time(rec['ts'])[11:]}  {rec.get('decision')}  ·  {rec.get('recipe')} v{rec.get('recipe_version')}"
+        reasons = record_in_words(replace(rec, reasons=rec.reasons[:1]), detail=False)
+        text = f"{local_time(rec.ts)[11:]}  {rec.verdict}  ·  {rec.recipe} v{rec.recipe_version}"
         text += f"\n{reasons[0] if reasons else ''}"
-        label = self._decided.get(rec["id"])
+        label = self._decided.get(rec.id)
         if label:
             item.setText(f"✓ {LABELS[label]} — " + text)
             item.setForeground(QBrush(ERROR_COLOUR))
         else:
             item.setText(text)
-            item.setForeground(QBrush(VERDICT_COLOURS.get(rec.get("decision"), ERROR_COLOUR).darker(130)))
+            item.setForeground(QBrush(VERDICT_COLOURS.get(rec.verdict, ERROR_COLOUR).darker(130)))
 
     def _next_undecided(self, row: int) -> int:
         n = self.list.count()
         for i in list(range(row + 1, n)) + list(range(0, row + 1)):
-            if self._record(i)["id"] not in self._decided:
+            if self._record(i).id not in self._decided:
                 return i
         return -1
 
@@ -379,7 +380,7 @@ class ReviewQueueWidget(QWidget):
     def _update_products(self) -> None:
         current = self.product_combo.currentText() or self.context.settings.active_product
         names = set(self.context.products())
-        names.update(self._record(i).get("recipe") for i in range(self.list.count()))
+        names.update(self._record(i).recipe for i in range(self.list.count()))
         names.discard("")
         names.discard(None)
         self.product_combo.blockSignals(True)

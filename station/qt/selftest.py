@@ -284,18 +284,18 @@ def check_recorded(store_path: Path, row: int | None, report: dict) -> None:
     if rec is None:
         failures.append(f"inspection row {row} is not in the results store")
         return
-    scores = rec.get("scores") or {}
+    scores = rec.scores
     report["recorded"] = {
-        "row": row, "decision": rec.get("decision"), "recipe": rec.get("recipe"),
-        "scores": {m: round(float(v["score"]), 3) for m, v in scores.items()},
-        "image": bool(rec.get("image_path")), "heatmap": bool(rec.get("heatmap_path")),
+        "row": row, "decision": rec.verdict, "recipe": rec.recipe,
+        "scores": {m: round(v.score, 3) for m, v in scores.items()},
+        "image": bool(rec.image_path), "heatmap": bool(rec.heatmap_path),
         "rows_in_store": total,
     }
     for m in ("patchcore", "gaussian"):
         if m not in scores:
             failures.append(f"the recorded inspection has no {m} score")
     for key in ("image_path", "heatmap_path"):
-        path = rec.get(key)
+        path = getattr(rec, key)
         if not path or not Path(path).is_file() or Path(path).stat().st_size == 0:
             failures.append(f"the recorded inspection's {key.split('_')[0]} file is missing ({path})")
     heat = rec.get("heatmap_path")

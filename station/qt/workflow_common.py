@@ -21,7 +21,7 @@ from PySide6.QtWidgets import QWidget
 from station.qt.tasks import Task
 from station.thumbnails import overlay_small, shrink, thumbnail_png  # noqa: F401 - re-exported
 from station.wording import (  # noqa: F401 - re-exported for the workflow widgets
-    ALL_MODELS, STATE_WORDS, local_time, model_label, one_in, one_in_words, reasons_in_words, scores_in_words,
+    ALL_MODELS, STATE_WORDS, local_time, model_label, one_in, one_in_words, record_in_words, scores_in_words,
 )
 
 log = logging.getLogger(__name__)
