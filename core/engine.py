@@ -26,7 +26,7 @@ from .gaussian import GaussianDistances, GaussianModel
 from .networks import DefectClassifier, Embedder, PatchCoreDistances, Scorer
 from .patchcore import PatchCore, position_channels
 from .projection import Projection
-from .recipe import Recipe, RecipeError
+from .recipe import Recipe, RecipeError, TensorKey
 from .types import Inspection, frozen_mapping
 
 log = logging.getLogger(__name__)
@@ -48,18 +48,18 @@ class RecipeModels:
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> "RecipeModels":
-        t = recipe.tensors
+        t, K = recipe.tensors, TensorKey
         try:
-            projection = Projection(t["projection.mean"], t["projection.components"], t["projection.variances"])
-            pc_info = recipe.manifest["models"]["patchcore"]
-            patchcore = PatchCore(t["patchcore.memory"], t["patchcore.source"], float(pc_info.get("position_weight", 0.0)))
-            g = recipe.manifest["models"]["gaussian"]
-            gaussian = GaussianModel(np.asarray(t["gaussian.mean"], np.float32), np.asarray(t["gaussian.whiten"], np.float32),
+            projection = Projection(t[K.PROJECTION_MEAN], t[K.PROJECTION_COMPONENTS], t[K.PROJECTION_VARIANCES])
+            pc_info = recipe.model_info("patchcore")
+            patchcore = PatchCore(t[K.PATCHCORE_MEMORY], t[K.PATCHCORE_SOURCE], float(pc_info.get("position_weight", 0.0)))
+            g = recipe.model_info("gaussian")
+            gaussian = GaussianModel(np.asarray(t[K.GAUSSIAN_MEAN], np.float32), np.asarray(t[K.GAUSSIAN_WHITEN], np.float32),
                                      tuple(int(v) for v in g["grid"]), int(g["block"]))
             clf = None
-            if "classifier" in recipe.manifest["models"]:
-                clf = DefectClassifier(**recipe.manifest["models"]["classifier"])
-                clf.load_state_dict(_prefixed(t, "classifier."))
+            if recipe.model_info("classifier"):
+                clf = DefectClassifier(**recipe.model_info("classifier"))
+                clf.load_state_dict(_prefixed(t, K.CLASSIFIER_PREFIX))
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise RecipeError(f"The recipe {recipe.label} is incomplete or damaged ({exc}).") from exc
         clf = clf.eval() if clf else None
@@ -87,8 +87,7 @@ class Inspector:
         self.thresholds: dict[str, Threshold] = {m: recipe.threshold(m) for m in recipe.models}
         self.fusion = recipe.fusion
         self.framing = recipe.framing
-        checks = recipe.manifest.get("checks", {})
-        self.unfamiliar = Threshold.from_dict(checks["unfamiliar"]) if "unfamiliar" in checks else None
+        self.unfamiliar = recipe.unfamiliar_threshold
         self.threads = threads
         self.fallback_reason: str | None = None
         self._embedder: Embedder | None = None
@@ -147,7 +146,7 @@ class Inspector:
     def torch_embedder(self) -> Embedder:
         if self._embedder is None:
             name = self.recipe.backbone
-            expected = self.recipe.manifest["backbone"].get("weights_sha256")
+            expected = self.recipe.backbone_digest
             if expected and expected != weights_digest(name):
                 raise RecipeError(
                     f"The recipe {self.recipe.label} was trained with other {name} weights than the "

@@ -46,6 +46,26 @@ class RecipeError(Exception):
     """A recipe cannot be used; ``str()`` says why in plain words."""
 
 
+class TensorKey:
+    """The names of a recipe's tensors: the trainer writes them, the engine and the station read them."""
+
+    PROJECTION_MEAN = "projection.mean"
+    PROJECTION_COMPONENTS = "projection.components"
+    PROJECTION_VARIANCES = "projection.variances"
+    PATCHCORE_MEMORY = "patchcore.memory"
+    PATCHCORE_SOURCE = "patchcore.source"
+    GAUSSIAN_MEAN = "gaussian.mean"
+    GAUSSIAN_WHITEN = "gaussian.whiten"
+    CLASSIFIER_PREFIX = "classifier."  # + the torch state_dict keys of the defect classifier
+    TYPICAL = "calibration.typical"  # PatchCore's typical patch distance of held-out good parts (unfamiliar check)
+    CLASSIFIER_DEFECT = "calibration.classifier_defect"  # out-of-fold classifier scores of the labelled defects
+
+    @staticmethod
+    def calibration(name: str) -> str:
+        """Held-out good-part scores of a model (raw units), or ``"fused"`` for the combined score."""
+        return f"calibration.{name}"
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -166,12 +186,64 @@ class Recipe:
 
     def calibration_scores(self, name: str) -> np.ndarray | None:
         """Held-out good scores of a model (raw units; ``"fused"`` for the fused score), or None."""
-        v = self.tensors.get(f"calibration.{name}")
+        v = self.tensors.get(TensorKey.calibration(name))
         return None if v is None else np.asarray(v, dtype=np.float64)
 
-    def with_thresholds(self, changes: dict[str, Threshold], note: str = "") -> "Recipe":
-        """A copy with some thresholds replaced (saved later as a new version)."""
+    def normalised_calibration_scores(self, name: str) -> np.ndarray | None:
+        """The same, divided by the model's FAIL limit (1.0 = the limit); None when there are none."""
+        raw = self.calibration_scores(name)
+        if raw is None or raw.size == 0:
+            return None
+        if name == "fused":
+            fusion = self.fusion
+            if fusion is None or fusion.threshold is None:
+                return None
+            return raw / fusion.threshold.value
+        return raw / self.threshold(name).value
+
+    def model_info(self, name: str) -> dict:
+        """The manifest's description of one model (sizes, grid, hyper-parameters); {} when absent."""
+        return dict((self.manifest.get("models") or {}).get(name) or {})
+
+    @property
+    def unfamiliar_threshold(self) -> Threshold | None:
+        """The limit of the unfamiliar-input check (PatchCore's typical patch distance), or None."""
+        checks = self.manifest.get("checks") or {}
+        return Threshold.from_dict(checks["unfamiliar"]) if "unfamiliar" in checks else None
+
+    @property
+    def backbone_digest(self) -> str | None:
+        return (self.manifest.get("backbone") or {}).get("weights_sha256")
+
+    @property
+    def training(self) -> dict:
+        """The training summary (counts, timings, budgets, config, sources...); {} for an old recipe."""
+        return dict(self.manifest.get("training") or {})
+
+    @property
+    def budgets(self) -> tuple[float | None, float | None]:
+        """(false-reject budget, review budget) the limits were fitted for, as probabilities (None: unknown)."""
+        t = self.training
+        return t.get("false_reject_budget"), t.get("review_budget")
+
+    @property
+    def framing_why(self) -> dict[str, str]:
+        """Why the recipe chose its framing, lighting and resolution, in words, per choice."""
+        return dict((self.manifest.get("framing") or {}).get("why") or {})
+
+    @property
+    def synthetic_check(self) -> dict | None:
+        """The synthetic-defect self-check's summary (caught by size, AUROC), or None."""
+        return self.training.get("synthetic") or None
+
+    def with_thresholds(self, changes: dict[str, Threshold], note: str = "",
+                        budgets: tuple[float, float] | None = None) -> "Recipe":
+        """A copy with some thresholds replaced (saved later as a new version); ``budgets``: the
+        (false-reject, review) budgets the new limits were fitted for."""
         manifest = json.loads(json.dumps(self.manifest))
+        if budgets is not None:
+            training = manifest.setdefault("training", {})
+            training["false_reject_budget"], training["review_budget"] = float(budgets[0]), float(budgets[1])
         for name, thr in changes.items():
             if name == "fused" and manifest.get("fusion"):
                 manifest["fusion"]["threshold"] = thr.to_dict()

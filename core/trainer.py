@@ -41,7 +41,7 @@ from .fitting import classifier_probabilities, train_classifier
 from .gaussian import block_size
 from .images import ImageError, encode_png, load_image, to_rgb8
 from .patchcore import POSITION_WEIGHT
-from .recipe import SCHEMA_VERSION, Recipe, check_product_name, now_iso
+from .recipe import SCHEMA_VERSION, Recipe, TensorKey, check_product_name, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -289,27 +289,28 @@ def train_recipe(
     summary = check.summary(fusion, thresholds)
     clock.tick(1.0)
 
+    K = TensorKey
     tensors = {
-        "projection.mean": projection.mean,
-        "projection.components": projection.components,
-        "projection.variances": projection.variances,
-        "patchcore.memory": patchcore.memory,
-        "patchcore.source": patchcore.source,
-        "gaussian.mean": gaussian.mean,
-        "gaussian.whiten": gaussian.whiten,
-        "calibration.typical": pc_typical.astype(np.float32),
-        "calibration.fused": np.asarray(fused_held, dtype=np.float32),
+        K.PROJECTION_MEAN: projection.mean,
+        K.PROJECTION_COMPONENTS: projection.components,
+        K.PROJECTION_VARIANCES: projection.variances,
+        K.PATCHCORE_MEMORY: patchcore.memory,
+        K.PATCHCORE_SOURCE: patchcore.source,
+        K.GAUSSIAN_MEAN: gaussian.mean,
+        K.GAUSSIAN_WHITEN: gaussian.whiten,
+        K.TYPICAL: pc_typical.astype(np.float32),
+        K.calibration("fused"): np.asarray(fused_held, dtype=np.float32),
     }
     for m, s in held.items():
-        tensors[f"calibration.{m}"] = np.asarray(s, dtype=np.float32)
+        tensors[K.calibration(m)] = np.asarray(s, dtype=np.float32)
     models = {
         "patchcore": {"bank_size": len(patchcore), "dim": patchcore.dim, "position_weight": patchcore.position_weight},
         "gaussian": {"dim": gaussian.dim, "per_position": gaussian.per_position,
                      "grid": list(gaussian.grid), "block": gaussian.block},
     }
     if clf is not None:
-        tensors["calibration.classifier_defect"] = clf_summary.pop("defect_scores")
-        tensors.update({f"classifier.{k}": v.detach().numpy().copy() for k, v in clf.state_dict().items()})
+        tensors[K.CLASSIFIER_DEFECT] = clf_summary.pop("defect_scores")
+        tensors.update({K.CLASSIFIER_PREFIX + k: v.detach().numpy().copy() for k, v in clf.state_dict().items()})
         models["classifier"] = clf.hparams
 
     # 9. finish (inference graphs are built from the tensors when a recipe is loaded) ---------

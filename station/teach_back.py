@@ -73,7 +73,7 @@ class TrainingSet:
 
 def config_from(recipe: Recipe) -> TrainConfig:
     """The TrainConfig a recipe was trained with (so a retrained version keeps size, ROI, budget)."""
-    stored = dict(recipe.manifest.get("training", {}).get("config") or {})
+    stored = dict(recipe.training.get("config") or {})
     known = {f.name for f in fields(TrainConfig)}
     kw = {k: v for k, v in stored.items() if k in known}
     if kw.get("roi") is not None:
@@ -93,7 +93,7 @@ def training_set(context: StationContext, recipe: Recipe) -> TrainingSet:
     """Taught-in images of the recipe's product plus the recipe's own training folders if present."""
     product = recipe.product
     taught = {label: context.product_images(product, label) for label in ("good", "defect")}
-    src = dict(recipe.manifest.get("training", {}).get("sources") or {})
+    src = dict(recipe.training.get("sources") or {})
     found: dict[str, dict[str, Path]] = {"good": {}, "defect": {}}
     for label in ("good", "defect"):
         for p in images_in(taught[label]):

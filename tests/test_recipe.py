@@ -121,3 +121,32 @@ def test_bad_product_names_and_missing_versions(tmp_path):
         load_recipe(tmp_path, "nothing")
     with pytest.raises(RecipeError, match="not a recipe folder"):
         load_recipe(tmp_path / "x")
+
+
+def test_the_schema_is_read_through_the_recipe_and_the_tensor_keys(tiny_recipe):
+    from core.recipe import TensorKey
+
+    K = TensorKey
+    for key in (K.PROJECTION_MEAN, K.PROJECTION_COMPONENTS, K.PROJECTION_VARIANCES, K.PATCHCORE_MEMORY,
+                K.PATCHCORE_SOURCE, K.GAUSSIAN_MEAN, K.GAUSSIAN_WHITEN, K.TYPICAL):
+        assert key in tiny_recipe.tensors, key  # the trainer wrote what the engine reads
+    for m in tiny_recipe.models:
+        raw = tiny_recipe.calibration_scores(m)
+        norm = tiny_recipe.normalised_calibration_scores(m)
+        assert raw is not None and raw.size > 0
+        np.testing.assert_allclose(norm, raw / tiny_recipe.threshold(m).value)
+    fused = tiny_recipe.normalised_calibration_scores("fused")
+    np.testing.assert_allclose(fused, tiny_recipe.calibration_scores("fused") / tiny_recipe.fusion.threshold.value)
+    assert tiny_recipe.normalised_calibration_scores("classifier") is None  # this recipe has none
+    assert tiny_recipe.model_info("patchcore")["bank_size"] == len(tiny_recipe.tensors[K.PATCHCORE_MEMORY])
+    assert tiny_recipe.model_info("classifier") == {}
+    fr, rv = tiny_recipe.budgets
+    assert 0 < fr < rv < 1
+    assert tiny_recipe.unfamiliar_threshold is not None and tiny_recipe.backbone_digest
+    assert set(tiny_recipe.framing_why) and tiny_recipe.training["n_good"] > 0
+
+
+def test_new_limits_carry_the_budgets_they_were_fitted_for(tiny_recipe):
+    new = tiny_recipe.with_thresholds({}, "tighter", budgets=(0.001, 0.05))
+    assert new.budgets == (0.001, 0.05) and tiny_recipe.budgets != (0.001, 0.05)
+    assert new.manifest["history"][-1]["note"] == "tighter"

@@ -55,9 +55,9 @@ def w_calibrate(dataset: str, out_root: str) -> dict:
     path = recipe.save(out_root)
     seconds = time.perf_counter() - t0
     size = sum(f.stat().st_size for f in path.iterdir())
-    return {"seconds": round(seconds, 2), "n_good": len(good), "stage_seconds": recipe.manifest["training"]["stage_seconds"],
+    return {"seconds": round(seconds, 2), "n_good": len(good), "stage_seconds": recipe.training["stage_seconds"],
             "recipe": str(path), "recipe_mb": round(size / 1e6, 2), "peak_rss_mb": _peak_rss_mb(),
-            "bank_size": recipe.manifest["models"]["patchcore"]["bank_size"]}
+            "bank_size": recipe.model_info("patchcore")["bank_size"]}
 
 
 def _test_images(dataset: str, limit: int = 40):

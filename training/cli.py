@@ -97,11 +97,11 @@ def _train_config(args, **extra):
 
 
 def _print_recipe_summary(recipe, path) -> None:
-    t = recipe.manifest["training"]
+    t = recipe.training
     print(f"Saved {recipe.label} to {path}")
     print(f"  trained on {t['n_good']} good / {t['n_defect']} defect images in {t['seconds']:.1f} s;"
           f" working size {recipe.working_shape[1]}x{recipe.working_shape[0]}")
-    for key, why in (recipe.manifest.get("framing", {}).get("why") or {}).items():
+    for key, why in recipe.framing_why.items():
         print(f"  {key}: {why}")
     print(f"  budgets: 1 in {round(1 / t['false_reject_budget'])} good parts auto-FAILed, "
           f"1 in {round(1 / t['review_budget'])} sent to REVIEW")

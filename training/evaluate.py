@@ -99,11 +99,11 @@ def evaluate(dataset, recipe=None, *, config: TrainConfig | None = None, train_d
         config = config or TrainConfig(threads=threads)
         t0 = time.perf_counter()
         rec = train_recipe(good, defect_train, product=root.name or "product", config=config, progress=progress)
-        t = rec.manifest["training"]
+        t = rec.training
         train_info = {"seconds": round(time.perf_counter() - t0, 2), "n_good": len(good),
                       "n_defect": len(defect_train), "stage_seconds": t["stage_seconds"],
                       "synthetic": t.get("synthetic"), "resolution": t.get("resolution"),
-                      "why": rec.manifest.get("framing", {}).get("why")}
+                      "why": rec.framing_why}
         if save_recipe:
             path = rec.save(Path(save_recipe).parent)
             train_info["saved_to"] = str(path)

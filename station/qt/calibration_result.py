@@ -24,20 +24,15 @@ MODEL_COLOURS = {"patchcore": (31, 119, 180), "gaussian": (255, 127, 14), "class
 def good_scores(recipe: Recipe) -> dict[str, np.ndarray]:
     """Held-out good scores per model and fused, normalised (1.0 = that score's FAIL limit)."""
     out = {}
-    for m in recipe.models:
-        raw = recipe.calibration_scores(m)
-        if raw is not None and m != "classifier":
-            out[m] = raw / recipe.threshold(m).value
-    fusion = recipe.fusion
-    fused = recipe.calibration_scores("fused")
-    if fusion is not None and fusion.threshold is not None and fused is not None:
-        out["fused"] = fused / fusion.threshold.value
+    for m in [*recipe.models, "fused"]:
+        scores = recipe.normalised_calibration_scores(m) if m != "classifier" else None
+        if scores is not None:
+            out[m] = scores
     return out
 
 
 def budget_words(recipe: Recipe) -> str:
-    t = recipe.manifest.get("training", {})
-    fr, rv = t.get("false_reject_budget"), t.get("review_budget")
+    fr, rv = recipe.budgets
     if fr is None or rv is None:
         return one_in_words(max(recipe.threshold(m).budget for m in recipe.models)).capitalize() + "."
     return (f"About 1 good part in {one_in(fr)} will be auto-FAILed and 1 in {one_in(rv)} "
@@ -46,7 +41,7 @@ def budget_words(recipe: Recipe) -> str:
 
 def synthetic_lines(recipe: Recipe) -> list[str]:
     """The synthetic-defect check in words: what the recipe would catch, by size."""
-    syn = recipe.manifest.get("training", {}).get("synthetic")
+    syn = recipe.synthetic_check
     if not syn:
         return []
     sizes = "; ".join(f"about {r['caught']:.0%} of defects of {r['size_px']} px" for r in syn["by_size"])
@@ -137,10 +132,10 @@ class ResultPage(QWizardPage):
 
     @staticmethod
     def _details(recipe: Recipe) -> list[str]:
-        t = recipe.manifest.get("training", {})
+        t = recipe.training
         lines = [f"Learned from {t.get('n_good', '?')} good parts in {float(t.get('seconds', 0)):.0f} s; "
                  f"working size {recipe.working_shape[1]}×{recipe.working_shape[0]} px."]
-        for key, why in ((recipe.manifest.get("framing") or {}).get("why") or {}).items():
+        for key, why in recipe.framing_why.items():
             lines.append(f"{key.capitalize()}: {why}.")
         scores = good_scores(recipe)
         fusion = recipe.fusion

@@ -30,10 +30,7 @@ SHOWN_MODELS = ("patchcore", "gaussian")
 
 def calibration_scores(recipe, model: str) -> np.ndarray | None:
     """The recipe's held-out good-part scores of ``model``, normalised (1.0 = threshold)."""
-    raw = recipe.tensors.get(f"calibration.{model}")
-    if raw is None or raw.size == 0:
-        return None
-    return np.asarray(raw, dtype=np.float64) / recipe.threshold(model).value
+    return recipe.normalised_calibration_scores(model)
 
 
 def _plot(layout: pg.GraphicsLayout, col: int, title: str) -> pg.PlotItem:

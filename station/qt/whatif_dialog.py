@@ -156,8 +156,8 @@ class WhatIfDialog(QDialog):
         return 1.0 / self.fail_budget.value(), 1.0 / self.review_budget.value()
 
     def _recipe_budgets(self) -> tuple[int, int]:
-        t = self.recipe.manifest.get("training", {}) if self.recipe is not None else {}
-        fr, rv = t.get("false_reject_budget") or 0.005, t.get("review_budget") or 0.1
+        fr, rv = self.recipe.budgets if self.recipe is not None else (None, None)
+        fr, rv = fr or 0.005, rv or 0.1
         return int(round(1.0 / fr)), int(round(1.0 / rv))
 
     def budgets_changed(self) -> bool:
@@ -195,9 +195,7 @@ class WhatIfDialog(QDialog):
         changes = dict(thresholds)
         if fusion is not None and fusion.threshold is not None:
             changes["fused"] = fusion.threshold
-        new = self.recipe.with_thresholds(changes, note)
-        if self.budgets_changed():
-            new.manifest["training"]["false_reject_budget"], new.manifest["training"]["review_budget"] = self.budgets()
+        new = self.recipe.with_thresholds(changes, note, budgets=self.budgets() if self.budgets_changed() else None)
         root = self.context.recipes_root
         self._saver = Task(lambda progress, cancelled: (new.save(root), new.version)[1])
         self._saver.succeeded.connect(self._saved)
