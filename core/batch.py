@@ -38,14 +38,10 @@ def batch_inspector(recipe, backend: str = "auto", verify: bool = True) -> Inspe
 
     A batch wants throughput, not the latency of one part: each worker thread decodes and
     inspects whole files on its own core, the session serving several calls at once, instead of
-    two threads sharing each small operator and spinning while the other core decodes.
+    two threads sharing each small operator and spinning while the other core decodes. The
+    workers share this one inspector (it is thread-safe, see ``core.engine``); the caller sets the
+    process's thread pools (``core.runtime.tune_for_inference``).
     """
-    import cv2
-
-    # Each worker already has a core: OpenCV's own pool (the resizes) would only add hand-offs.
-    # Measured on 2 cores, bottle: 37.4-37.7 vs 38.8-40.2 ms of CPU per part. Process-wide, like
-    # the live inspector's setting.
-    cv2.setNumThreads(1)
     return Inspector(recipe, backend=backend, threads=1, spin=False, verify=verify)
 
 

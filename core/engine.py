@@ -3,6 +3,12 @@
     inspector = Inspector(load_recipe(path))          # ONNX Runtime when available, torch otherwise
     result = inspector.inspect(rgb_uint8_image)       # -> core.types.Inspection
 
+An Inspector may be shared by threads: ``inspect`` keeps its working data local, ONNX Runtime
+sessions serve concurrent runs, torch modules run in eval mode under ``no_grad``, and the two
+members filled on first use (the ignore-zone mask per image size, the torch embedder) are behind a
+lock (``tests/test_engine.py`` checks that four threads get the results one thread gets). Building
+one changes no process-wide setting: thread pools are the process owner's (``core.runtime``).
+
 The ONNX graphs stored in the recipe are checked against the torch modules when the inspector is
 built (numeric tolerance below); on a mismatch or a missing runtime the inspector falls back to
 torch and says why in ``fallback_reason``.
@@ -10,6 +16,7 @@ torch and says why in ``fallback_reason``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -94,14 +101,9 @@ class Inspector:
         self._ort: dict[str, onnx_runtime.OrtModel] = {}
         self._reference_aspect = self.framing.reference_aspect
         self._mask_cache: dict[tuple[int, int], np.ndarray | None] = {}
+        self._lock = threading.Lock()  # guards the two lazily filled members: mask cache, torch embedder
 
         want_onnx = backend in ("auto", "onnx")
-        if want_onnx and spin:
-            # OpenCV's own worker pool (resize, blur, colour conversion around the graph) would
-            # fight the spinning ONNX Runtime workers for the cores; the images it touches are
-            # small. Measured on 2 cores, bottle: p95 17-18 ms with one OpenCV thread vs 22-26 ms
-            # with two (p50 unchanged within noise). Process-wide: OpenCV has one pool.
-            cv2.setNumThreads(1)
         if want_onnx and not onnx_runtime.available():
             self.fallback_reason = "ONNX Runtime is not installed"
         elif want_onnx:
@@ -122,9 +124,7 @@ class Inspector:
                 raise RecipeError(f"Cannot use ONNX Runtime for {recipe.label}: {self.fallback_reason}.")
             log.warning("Using torch for %s: %s", recipe.label, self.fallback_reason)
         self.backend = "onnx" if self._ort else "torch"
-        if self.backend == "torch":
-            if threads:
-                torch.set_num_threads(int(threads))
+        if self.backend == "torch":  # torch's thread count is the process owner's (core.runtime)
             self.torch_embedder()
 
     # -- models --------------------------------------------------------------------------
@@ -144,6 +144,10 @@ class Inspector:
                 "scorer": onnx_runtime.export(scorer, example, scorer.output_names, spatial=scorer.any_size)}
 
     def torch_embedder(self) -> Embedder:
+        with self._lock:
+            return self._torch_embedder()
+
+    def _torch_embedder(self) -> Embedder:
         if self._embedder is None:
             name = self.recipe.backbone
             expected = self.recipe.backbone_digest
@@ -193,11 +197,12 @@ class Inspector:
         if not self.framing.fixed or not self.recipe.ignore_zones:
             return None
         key = geo.image_hw
-        if key not in self._mask_cache:
-            self._mask_cache[key] = preprocess.ignore_mask(
-                self.recipe.ignore_zones, self.recipe.reference_size, geo
-            )
-        return self._mask_cache[key]
+        with self._lock:
+            if key not in self._mask_cache:
+                self._mask_cache[key] = preprocess.ignore_mask(
+                    self.recipe.ignore_zones, self.recipe.reference_size, geo
+                )
+            return self._mask_cache[key]
 
     def inspect(self, image: np.ndarray, *, source: str = "", frame_id: int = -1, with_maps: bool = True,
                 map_side: int | None = None) -> Inspection:

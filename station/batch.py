@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from core.batch import BatchItem, batch_inspector, inspect_files
 from core.images import list_images
+from core.runtime import tune_for_inference
 from core.store import StoredInspection
 from station.context import StationContext
 from station.recording import RecordPolicy, record, record_failure
@@ -56,6 +57,7 @@ def batch_job(context: StationContext, product: str, version: int | None, folder
     def run(progress, cancelled):
         progress("Loading the recipe", 0.0)
         recipe = context.load_recipe(product, version or None)
+        tune_for_inference()
         inspector = batch_inspector(recipe)
         if inspector.fallback_reason:
             log.info("Batch uses torch: %s", inspector.fallback_reason)

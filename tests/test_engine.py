@@ -190,3 +190,35 @@ def test_overlay_blends_only_where_the_map_is_hot():
     calm = overlay.blend(image, np.zeros((120, 160), np.float32), (10, 20, 30, 40), "PASS")
     assert calm is not image and np.array_equal(calm[70:, 60:], image[70:, 60:])
     assert calm[20, 25].tolist() == [40, 170, 60]
+
+
+def test_building_an_inspector_leaves_the_process_thread_pools_alone(tiny_recipe):
+    import cv2
+    import torch
+
+    from core.engine import Inspector
+
+    cv_before, torch_before = cv2.getNumThreads(), torch.get_num_threads()
+    Inspector(tiny_recipe, threads=1)
+    Inspector(tiny_recipe, backend="torch", threads=1)
+    assert (cv2.getNumThreads(), torch.get_num_threads()) == (cv_before, torch_before)
+
+
+def test_one_inspector_shared_by_four_threads_gives_the_results_of_one(tiny_recipe):
+    import dataclasses
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.batch import batch_inspector
+    from core.demo import PartGenerator
+
+    recipe = dataclasses.replace(tiny_recipe, manifest={**tiny_recipe.manifest, "ignore_zones": [[0, 0, 16, 16]]})
+    gen = PartGenerator("bracket", (128, 128), seed=3)
+    # different sizes, so the threads race to fill the ignore-zone mask cache
+    images = [gen.good(i).image if i % 3 else gen.defective(i).image for i in range(12)]
+    images = [img if i % 2 else np.ascontiguousarray(img[: 120 - 2 * i]) for i, img in enumerate(images)]
+    alone = batch_inspector(recipe, verify=False)
+    want = [alone.inspect(img).verdict for img in images]
+    shared = batch_inspector(recipe, verify=False)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda img: shared.inspect(img).verdict, images * 3))
+    assert got == want * 3

@@ -175,7 +175,6 @@ def w_ablations(dataset: str, recipe: str) -> dict:
     from core.recipe import load_recipe
     from training import metrics
 
-    torch.set_num_threads(THREADS)
     rec = load_recipe(recipe)
     ins = Inspector(rec, threads=THREADS)
     root = Path(dataset)
@@ -425,6 +424,10 @@ def main(argv=None) -> int:
         args = json.loads(a.args)
         if a.worker == "latency":
             args[2] = int(args[2])
+        from core.runtime import tune_for_inference
+
+        if a.worker != "calibrate":  # each worker is a process of its own: it owns the thread pools
+            tune_for_inference(THREADS)
         print(json.dumps(WORKERS[a.worker](*args)))
         return 0
     dataset = Path(a.dataset)

@@ -15,6 +15,7 @@ import numpy as np
 
 from core.batch import batch_inspector, inspect_files
 from core.engine import Inspector
+from core.runtime import tune_for_inference
 from core.images import list_images, load_image
 from core.recipe import load_recipe
 
@@ -53,6 +54,7 @@ def benchmark(recipe, images_dir, *, n: int = 100, threads: int | None = 2, back
     if threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     rec = load_recipe(recipe)
+    tune_for_inference(threads)  # a benchmark owns its process: one OpenCV thread, torch at ``threads``
     inspector = Inspector(rec, backend=backend, threads=threads)
     files = list_images([images_dir])
     if not files:

@@ -129,7 +129,10 @@ def _load_inspector(args, batch: bool = False):
     from core.engine import Inspector
     from core.recipe import load_recipe
 
+    from core.runtime import tune_for_inference
+
     recipe = load_recipe(args.recipe)
+    tune_for_inference(None if batch else args.threads)  # this process is the CLI's: it owns the pools
     if batch:
         inspector = batch_inspector(recipe, backend=args.backend)
     else:

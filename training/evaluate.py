@@ -23,6 +23,7 @@ from core.batch import batch_inspector, inspect_files
 from core.engine import Inspector
 from core.images import list_images, load_image
 from core.recipe import MODELS, load_recipe
+from core.runtime import tune_for_inference
 from core.trainer import TrainConfig, train_recipe
 from training import metrics
 from training.benchmark import latency as measure_latency
@@ -109,6 +110,7 @@ def evaluate(dataset, recipe=None, *, config: TrainConfig | None = None, train_d
             train_info["saved_to"] = str(path)
     else:
         rec = load_recipe(recipe)
+    tune_for_inference(threads)  # an evaluation owns its process (station-cli evaluate, bench-accuracy)
     inspector = batch_inspector(rec, backend=backend)
     wh = rec.working_shape
 

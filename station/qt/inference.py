@@ -26,6 +26,7 @@ from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal
 from core import overlay
 from core.types import Frame, Inspection, frozen_array
 
+from core.runtime import tune_for_inference
 from station.mailbox import CONTINUOUS, InferenceInbox, RecordPolicy
 from station.recording import Recorder
 
@@ -149,6 +150,9 @@ class InferenceWorker(QObject):
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
             except OSError:
                 pass
+        # the process's thread pools: this worker owns inference (one OpenCV thread, torch's pool
+        # at the inference threads for the torch backend); the Inspector it builds changes none
+        tune_for_inference(self._threads)
         blas = blas_controller()
         if blas is not None:  # NumPy's BLAS (nearest-neighbour search) would take every core
             try:
