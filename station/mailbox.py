@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.types import Frame
+from station.live_state import Mode
 from station.recording import RecordPolicy
 
-CONTINUOUS = "continuous"
-TRIGGERED = "triggered"
-MODES = (CONTINUOUS, TRIGGERED)
+CONTINUOUS = Mode.CONTINUOUS
+TRIGGERED = Mode.TRIGGERED
+MODES = tuple(Mode)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
 
 from core.types import Frame
 
+from station.live_state import SourceState
 from station.sources import SourceError
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class CaptureWorker(QObject):
         deadline = time.monotonic()
         threading.current_thread().name = "capture"  # for the log
         try:
-            self.status_changed.emit("opening", f"Opening {name}…")
+            self.status_changed.emit(SourceState.OPENING, f"Opening {name}…")
             while not self._stop.is_set():
                 if not opened:
                     opened = self._try_open(src, name, was_running, attempt)
@@ -69,9 +70,9 @@ class CaptureWorker(QObject):
                         attempt += 1
                         continue
                     if was_running:
-                        self.status_changed.emit("back", f"{name} back")
+                        self.status_changed.emit(SourceState.BACK, f"{name} back")
                     else:
-                        self.status_changed.emit("running", f"{name} running")
+                        self.status_changed.emit(SourceState.RUNNING, f"{name} running")
                     was_running, attempt = True, 0
                     fps = float(getattr(src, "fps", 0.0) or 0.0)
                     period = 1.0 / fps if fps > 0 else 0.0
@@ -83,7 +84,7 @@ class CaptureWorker(QObject):
                     image = None
                 if image is None:
                     log.warning("%s lost; reconnecting", name)
-                    self.status_changed.emit("lost", f"{name} lost — reconnecting…")
+                    self.status_changed.emit(SourceState.LOST, f"{name} lost — reconnecting…")
                     self._close(src)
                     opened = False
                     continue
@@ -96,10 +97,10 @@ class CaptureWorker(QObject):
                     self._stop.wait(max(0.0, deadline - now))
         except Exception as exc:  # noqa: BLE001 - never take the app down from here
             log.exception("Capture thread failed")
-            self.status_changed.emit("failed", f"Image capture stopped after an error: {exc}")
+            self.status_changed.emit(SourceState.FAILED, f"Image capture stopped after an error: {exc}")
         finally:
             self._close(src)
-            self.status_changed.emit("stopped", f"{name} stopped")
+            self.status_changed.emit(SourceState.STOPPED, f"{name} stopped")
             self.finished.emit()
             app = QCoreApplication.instance()
             if app is not None:
@@ -114,7 +115,7 @@ class CaptureWorker(QObject):
             if attempt == 0:
                 log.warning("%s: %s", name, msg)
                 if not was_running:
-                    self.status_changed.emit("lost", f"{msg} Retrying…")
+                    self.status_changed.emit(SourceState.LOST, f"{msg} Retrying…")
             self._close(src)
             return False
 
@@ -151,7 +152,7 @@ class CaptureController(QObject):
         self._stop_event: threading.Event | None = None
         self._retiring: dict[QThread, tuple] = {}  # replaced sources still finishing
         self.source = None
-        self.state = "stopped"
+        self.state = SourceState.STOPPED
 
     def start(self, source) -> None:
         """Capture from ``source``. A running source is told to stop and left to finish on its own
@@ -178,7 +179,7 @@ class CaptureController(QObject):
         if self._thread.isRunning():
             self._retiring[self._thread] = (self._worker, self._stop_event)
         self._thread = self._worker = self._stop_event = None
-        self.state = "stopped"
+        self.state = SourceState.STOPPED
 
     @Slot()
     def _reap(self) -> None:

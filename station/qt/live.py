@@ -16,8 +16,9 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from station.qt.capture import CaptureController
 from station.context import StationContext
 from station.qt.inference import InferenceController, InspectionResult, LoadedRecipe
-from station.mailbox import CONTINUOUS, MODES, TRIGGERED, RecordPolicy
-from station.recording import Recorder
+from station.live_state import LiveState, LiveStateMachine, Shown
+from station.mailbox import CONTINUOUS, MODES, TRIGGERED
+from station.recording import Recorder, RecordPolicy
 from station.shift import ShiftCounters
 from station.sources import make_source
 from station.qt.tasks import Task
@@ -34,7 +35,7 @@ class LivePipeline(QObject):
     inspection_recorded = Signal(int, object)  # store row id, Inspection
     inspection_failed = Signal(int, str)  # trigger id (-1: none), message
     recipe_changed = Signal(object)  # LoadedRecipe: its Inspector is ready, verdicts follow
-    state_changed = Signal(str, str)  # "starting" | "training" | "loading" | "ready" | "no_recipe", message
+    state_changed = Signal(str, str)  # a station.live_state.LiveState value, message
     task_started = Signal(str)  # title of a long action (Esc cancels it)
     task_progressed = Signal(str, float)  # stage, fraction 0..1
     task_ended = Signal(str, str)  # "succeeded" | "failed" | "cancelled", message
@@ -60,13 +61,12 @@ class LivePipeline(QObject):
         self.capture = CaptureController(sink=self.inference.inbox.put_frame, parent=self)
         self.shift = ShiftCounters(context.config_dir)
         self.loaded: LoadedRecipe | None = None
-        self.state = "starting"
+        self.states = LiveStateMachine()  # the one state machine of the live station (station.live_state)
         self._task: Task | None = None
         self._task_title = ""
         self._finishing: set[Task] = set()
         self._pending_trigger: int | None = None
         self._persist_next_load = False
-        self._holds: dict[str, str] = {}  # who paused inspection -> why (plain words)
         self._closing = False
         self._trigger_timer = QTimer(self, singleShot=True, interval=TRIGGER_PATIENCE_MS)
         self._trigger_timer.timeout.connect(self._trigger_slow)
@@ -82,6 +82,10 @@ class LivePipeline(QObject):
         inf.error_occurred.connect(self._error)
 
     # -- properties -------------------------------------------------------------------------
+    @property
+    def state(self) -> LiveState:
+        return self.states.state
+
     @property
     def mode(self) -> str:
         return self.inference.inbox.mode
@@ -105,7 +109,7 @@ class LivePipeline(QObject):
 
     @property
     def paused(self) -> bool:
-        return bool(self._holds)
+        return bool(self.states.holds)
 
     @property
     def trigger_pending(self) -> bool:
@@ -116,7 +120,7 @@ class LivePipeline(QObject):
         """Start the source and the worker, then find (or build) a recipe in the background."""
         self.inference.start()
         self.start_source()
-        self._set_state("starting", "Loading the product recipe…")
+        self._show(self.states.starting())
         shift, context = self.shift, self.context
 
         def startup(progress, cancelled):
@@ -158,10 +162,10 @@ class LivePipeline(QObject):
         elif getattr(self.source, "kind", "") == "demo":
             self.build_demo_recipe()
         else:
-            self._set_state("no_recipe", "No product recipe yet. Use Product > Build demo recipe, or teach a product.")
+            self._show(self.states.no_recipe())
 
     def _use(self, recipe) -> None:
-        self._set_state("loading", f"Preparing {recipe.label} for inspection…")
+        self._show(self.states.loading(recipe.label))
         self.inference.set_recipe(recipe)
 
     def load_recipe(self, product: str, version: int | None = None) -> bool:
@@ -177,7 +181,7 @@ class LivePipeline(QObject):
 
     def build_demo_recipe(self) -> bool:
         root = self.context.recipes_root
-        self._set_state("training", "Building the demo recipe: the live view already shows the demo parts.")
+        self._show(self.states.training("Building the demo recipe: the live view already shows the demo parts."))
 
         def build(progress, cancelled):
             from station import demo_recipe  # imports torch: in the task's thread, not at start-up
@@ -204,42 +208,32 @@ class LivePipeline(QObject):
             self._save_settings()
         if loaded.fallback_reason:
             log.warning("%s runs on torch: %s", loaded.label, loaded.fallback_reason)
-        if self._holds:
-            self._set_state("paused", f"Inspection paused: {next(iter(self._holds.values()))}")
-        else:
-            self._set_state("ready", f"Inspecting with {loaded.label}")
+        self._show(self.states.recipe_ready(loaded.label))
         self.recipe_changed.emit(loaded)
 
     def _on_recipe_failed(self, message: str) -> None:
         self._persist_next_load = False
         self._error(message)
-        if self.loaded is None:
-            self._set_state("no_recipe", message)
-        else:
-            self._set_state("ready", f"Still inspecting with {self.loaded.label}")
+        self._show(self.states.recipe_failed(message))
 
     # -- pausing ----------------------------------------------------------------------------
     def pause_inspection(self, key: str, why: str) -> None:
         """Stop inspecting (the camera keeps running) while ``key`` (e.g. a recipe being trained)
         needs the CPU: two cores cannot train and inspect at full speed at once."""
-        first = not self._holds
-        self._holds[key] = why
+        first = not self.states.holds
+        shown = self.states.hold(key, why)
         if first:
             self.inference.set_paused(True)
             self._clear_trigger()
-        self._set_state("paused", f"Inspection paused: {why}")
+        self._show(shown)
 
     def resume_inspection(self, key: str) -> None:
-        if self._holds.pop(key, None) is None:
+        shown = self.states.release(key)
+        if shown is None:
             return
-        if self._holds:
-            self._set_state("paused", f"Inspection paused: {next(iter(self._holds.values()))}")
-            return
-        self.inference.set_paused(False)
-        if self.loaded is not None:
-            self._set_state("ready", f"Inspecting with {self.loaded.label}")
-        elif self.state == "paused":
-            self._set_state("no_recipe", "No product recipe yet. Use Product > Build demo recipe, or teach a product.")
+        if not self.states.holds:
+            self.inference.set_paused(False)
+        self._show(shown)
 
     # -- modes and triggers -----------------------------------------------------------------
     def set_mode(self, mode: str) -> None:
@@ -259,8 +253,8 @@ class LivePipeline(QObject):
             return False
         if self._pending_trigger is not None:
             return False  # one at a time: the verdict is on its way
-        if self._holds:
-            self._error(f"Inspection is paused: {next(iter(self._holds.values()))}")
+        if self.states.holds:
+            self._error(f"Inspection is paused: {next(iter(self.states.holds.values()))}")
             return False
         if not self.ready:
             self._error("No recipe is ready yet: wait until the recipe has loaded.")
@@ -346,9 +340,8 @@ class LivePipeline(QObject):
         self.inspection_failed.emit(trigger_id, message)
 
     # -- helpers ----------------------------------------------------------------------------
-    def _set_state(self, state: str, message: str) -> None:
-        self.state = state
-        self.state_changed.emit(state, message)
+    def _show(self, shown: Shown) -> None:
+        self.state_changed.emit(shown.state.value, shown.message)
 
     def _error(self, message: str) -> None:
         log.error("%s", message)
@@ -374,13 +367,13 @@ class LivePipeline(QObject):
         def failed(message):
             self._end_task(task, "failed", f"{title} failed: {message}", quiet)
             self._error(f"{title} failed: {message}")
-            if self.loaded is None and not self._closing:
-                self._set_state("no_recipe", f"{title} failed: {message}")
+            if not self._closing:
+                self._show(self.states.task_ended(f"{title} failed: {message}"))
 
         def cancelled():
             self._end_task(task, "cancelled", f"{title}: cancelled.", quiet)
-            if self.loaded is None and not self._closing:
-                self._set_state("no_recipe", f"{title} was cancelled. Product > Build demo recipe starts it again.")
+            if not self._closing:
+                self._show(self.states.task_ended(f"{title} was cancelled. Product > Build demo recipe starts it again."))
 
         task.succeeded.connect(succeeded)
         task.failed.connect(failed)

@@ -21,6 +21,7 @@ from station.qt.charts import ScoreCharts
 from station.context import StationContext
 from station.qt.inference import InspectionResult, LoadedRecipe
 from station.qt.live import LivePipeline
+from station.live_state import LiveState, SourceState
 from station.mailbox import CONTINUOUS, TRIGGERED
 from station.qt.recipe_dialog import RecipeDialog
 from station.qt.widgets import AlertBar, ImageView, ScorePanel, ShiftPanel, TaskBar, VerdictBanner
@@ -30,6 +31,8 @@ from station.wording import explain, headline
 log = logging.getLogger(__name__)
 
 MENUS = ("File", "Product", "Inspect", "View", "Help")
+BUSY_TITLES = {LiveState.STARTING: "Starting", LiveState.TRAINING: "Training", LiveState.LOADING: "Loading",
+               LiveState.PAUSED: "Paused"}
 NOTICE_MS = 5000  # "Camera back" and similar good news disappear after this
 CONTINUOUS_PANEL_MS = 66  # continuous mode: verdict panel refresh period (coalesced)
 COUNTERS_MS = 250  # shift counters refresh period (coalesced)
@@ -346,18 +349,19 @@ class MainWindow(QMainWindow):
         self.live_view.set_image(frame.image)
 
     def _on_source_status(self, state: str, message: str) -> None:
+        state = SourceState(state)
         self.source_status.setText(message)
-        if state == "lost":
+        if state is SourceState.LOST:
             self.live_view.set_message(message)
             self.alert.show_message(message, "warning")
-        elif state == "back":
+        elif state is SourceState.BACK:
             self.live_view.set_message("")
             self.show_notice(message)
-        elif state in ("running", "opening"):
+        elif state in (SourceState.RUNNING, SourceState.OPENING):
             self.live_view.set_message("")
-            if state == "running" and self.alert.property("level") == "warning":
+            if state is SourceState.RUNNING and self.alert.property("level") == "warning":
                 self.alert.clear()
-        elif state == "failed":
+        elif state is SourceState.FAILED:
             self.live_view.set_message(message)
             self.show_error(message, logged=True)
 
@@ -406,7 +410,8 @@ class MainWindow(QMainWindow):
         self._sync_mode(self.pipeline.mode)
 
     def _on_state(self, state: str, message: str) -> None:
-        if state == "ready":
+        state = LiveState(state)
+        if state is LiveState.READY:
             if self._latest is not None and self._latest.inspection.recipe == getattr(self.current_recipe, "product", None):
                 self._apply_latest()  # e.g. after a pause: the last verdict again
             else:
@@ -414,11 +419,10 @@ class MainWindow(QMainWindow):
                          else "Waiting for the first verdict…")
                 self.banner.set_state("IDLE", "Ready", message, ready)
             self.statusBar().showMessage(message, 5000)
-        elif state == "no_recipe":
+        elif state is LiveState.NO_RECIPE:
             self.banner.set_state("IDLE", "No recipe", message)
         else:
-            titles = {"starting": "Starting", "training": "Training", "loading": "Loading", "paused": "Paused"}
-            self.banner.set_state("BUSY", titles.get(state, "Please wait"), message)
+            self.banner.set_state("BUSY", BUSY_TITLES[state], message)
         self._sync_mode(self.pipeline.mode)
 
     def _on_task_ended(self, outcome: str, message: str) -> None:
