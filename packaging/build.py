@@ -47,7 +47,7 @@ DEMO_RECIPES = BUILD / "demo-recipes"
 SOURCE_GLOBS = ["core/**/*", "station/**/*", "resources/**/*", "packaging/**/*",
                 "pyproject.toml", "requirements.txt", "requirements-dev.txt"]
 # what the demo recipe depends on (training code, generator, versions)
-DEMO_INPUTS = ["core/**/*.py", "station/demo_recipe.py", "station/context.py", "requirements.txt"]
+DEMO_INPUTS = ["core/**/*.py", "station/demo/*.py", "station/demo_recipe.py", "station/context.py", "requirements.txt"]
 
 sys.path.insert(0, str(ROOT / "packaging"))
 import trim  # noqa: E402

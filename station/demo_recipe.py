@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.coreset import Cancelled
-from core.demo import PartGenerator
+from station.demo import PartGenerator
 from core.recipe import Recipe
 from core.trainer import TrainConfig, train_recipe
 

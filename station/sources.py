@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from core.demo import PART_KINDS, PartGenerator
+from station.demo import PART_KINDS, PartGenerator
 from core.images import ImageError, list_images, load_image, to_rgb8
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class FolderSource:
 
 
 class DemoSource:
-    """The built-in demo camera: generated parts (``core.demo.PartGenerator``), each held for
+    """The built-in demo camera: generated parts (``station.demo.PartGenerator``), each held for
     ``part_seconds`` like a part lying under the camera, defective with probability ``defect_rate``."""
 
     kind = "demo"

@@ -29,7 +29,7 @@ def mvtec_bottle() -> Path:
 @pytest.fixture(scope="session")
 def tiny_recipe_root(tmp_path_factory) -> Path:
     """A recipes root holding 'tiny' v1: trained on 14 generated good brackets at 128 px."""
-    from core.demo import PartGenerator
+    from station.demo import PartGenerator
     from core.trainer import TrainConfig, train_recipe
 
     gen = PartGenerator("bracket", (128, 128), seed=0)

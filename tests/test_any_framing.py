@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from core import preprocess
-from core.demo import PartGenerator
+from station.demo import PartGenerator
 from core.engine import Inspector
 from core.trainer import TrainConfig, TrainingError, train_recipe
 from core.types import Decision, Reason

@@ -8,7 +8,7 @@ scratch along the rod's highlight, is missed; at the default 256 px both are cau
 """
 import pytest
 
-from core.demo import PartGenerator
+from station.demo import PartGenerator
 from core.engine import Inspector
 from core.trainer import TrainConfig, train_recipe
 from core.types import Decision

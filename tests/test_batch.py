@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.batch import batch_inspector, inspect_files
-from core.demo import PartGenerator
+from station.demo import PartGenerator
 from core.engine import Inspector
 from core.images import save_image_atomic
 

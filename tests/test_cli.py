@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from core.demo import write_dataset
+from station.demo import write_dataset
 from core.recipe import load_recipe
 from training.cli import main
 
@@ -21,7 +21,7 @@ def trained(dataset, tmp_path_factory):
     """A recipe trained by the CLI with labelled defects (so the classifier is present)."""
     out = tmp_path_factory.mktemp("recipes") / "widget"
     defects = tmp_path_factory.mktemp("defects")
-    from core.demo import PartGenerator
+    from station.demo import PartGenerator
     from core.images import save_image_atomic
 
     gen = PartGenerator("bracket", (128, 128), seed=7)
@@ -166,7 +166,7 @@ def test_benchmark_prints_latency_throughput_and_memory(trained, dataset, capsys
 
 def test_elongated_parts_keep_their_aspect_ratio(tmp_path):
     """A 1:4 rod is inspected at 64x256, not squashed into a square; ROI and ignore zones apply."""
-    from core.demo import PartGenerator
+    from station.demo import PartGenerator
     from core.engine import Inspector
     from core.trainer import TrainConfig, train_recipe
 

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from core.demo import (
+from station.demo import (
     CHANGE_THRESHOLD,
     DEFECT_TYPES,
     MASK_AREA_RANGE,

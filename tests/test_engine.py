@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from core.demo import PartGenerator
+from station.demo import PartGenerator
 from core.engine import Inspector
 from core.images import load_image
 from core.recipe import Recipe, RecipeError
@@ -209,7 +209,7 @@ def test_one_inspector_shared_by_four_threads_gives_the_results_of_one(tiny_reci
     from concurrent.futures import ThreadPoolExecutor
 
     from core.batch import batch_inspector
-    from core.demo import PartGenerator
+    from station.demo import PartGenerator
 
     recipe = dataclasses.replace(tiny_recipe, manifest={**tiny_recipe.manifest, "ignore_zones": [[0, 0, 16, 16]]})
     gen = PartGenerator("bracket", (128, 128), seed=3)

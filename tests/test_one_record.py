@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.demo import PartGenerator
+from station.demo import PartGenerator
 from core.images import save_image_atomic
 from core.store import ResultsStore, StoredInspection
 from core.types import Frame

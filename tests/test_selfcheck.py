@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from core import synthetic
-from core.demo import PartGenerator
+from station.demo import PartGenerator
 from core.selfcheck import WEIGHTINGS, auroc
 from core.trainer import TrainConfig, train_recipe
 

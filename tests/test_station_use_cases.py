@@ -5,7 +5,7 @@ import shutil
 from dataclasses import replace
 import threading
 
-from core.demo import PartGenerator
+from station.demo import PartGenerator
 from core.images import save_image_atomic
 from workflow_helpers import PASS_RAW, REVIEW_RAW, add_part
 

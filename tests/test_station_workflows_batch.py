@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from core.demo import PartGenerator  # noqa: E402
+from station.demo import PartGenerator  # noqa: E402
 from core.images import save_image_atomic  # noqa: E402
 from workflow_helpers import make_context  # noqa: E402
 

@@ -8,7 +8,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtWidgets import QWizard  # noqa: E402
 
-from core.demo import PartGenerator  # noqa: E402
+from station.demo import PartGenerator  # noqa: E402
 from core.images import save_image_atomic  # noqa: E402
 from core.trainer import TrainConfig  # noqa: E402
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from core.calibration import Threshold
-from core.demo import PartGenerator
+from station.demo import PartGenerator
 from core.fusion import Fusion, fuse, model_score
 from core.types import Inspection
 

@@ -154,7 +154,7 @@ def calibrate(window, n: int, say) -> dict:
 
     from PySide6.QtWidgets import QWizard
 
-    from core.demo import PartGenerator
+    from station.demo import PartGenerator
     from core.images import save_image_atomic
     from station.sources import DEMO_SIZE
 

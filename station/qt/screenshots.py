@@ -40,7 +40,7 @@ def _wait_until(predicate, timeout_s: float) -> bool:
 def choose_parts(recipe, start: int = 10_000, limit: int = 400) -> dict[str, np.ndarray]:
     """Demo parts that the recipe judges PASS, FAIL and REVIEW (a blend of a good part and its
     defective twin when the stream has no REVIEW part early on)."""
-    from core.demo import PartGenerator
+    from station.demo import PartGenerator
     from core.engine import Inspector
 
     inspector = Inspector(recipe, threads=1)

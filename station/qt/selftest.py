@@ -311,7 +311,7 @@ def check_training(root: Path, report: dict) -> None:
     """Train a small recipe with labelled defects (torch: projection, PatchCore, Gaussian model and the
     classifier with Grad-CAM; ONNX export), save it, load it back (hashes verified) and inspect a
     good and a defective part with it on ONNX Runtime."""
-    from core.demo import PartGenerator
+    from station.demo import PartGenerator
     from core.engine import Inspector
     from core.recipe import load_recipe
     from core.trainer import TrainConfig, train_recipe

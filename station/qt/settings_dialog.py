@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDia
                                QLabel, QLineEdit, QPushButton, QRadioButton, QSpinBox, QStackedWidget,
                                QVBoxLayout, QWidget)
 
-from core.demo import PART_KINDS
+from station.demo import PART_KINDS
 
 from station.sources import probe_cameras
 from station.qt.tasks import Task

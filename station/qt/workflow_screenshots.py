@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtTest import QTest
     from PySide6.QtWidgets import QApplication
 
-    from core.demo import PartGenerator, write_dataset
+    from station.demo import PartGenerator, write_dataset
     from core.images import save_image_atomic
     from core.trainer import TrainConfig
     from station.qt.batch_dialog import BatchDialog
