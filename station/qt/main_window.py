@@ -1,41 +1,27 @@
-"""The operator's main window: the Live tab (camera, inspected part with its heatmap, verdict,
-scores, shift counters, charts), menus, status bar. Other tools plug in with ``add_tab`` and
-``add_action``; they listen to ``window.pipeline`` (see ``station.qt.live.LivePipeline``).
-
-What the two image views show: the left one is the camera, live, raw. The right one is the last
-part that was judged, with its heatmap blended over it and the region outlined (blended once, in
-the worker). The overlay stays with the frame it belongs to: a part can move between frames, so a
-heatmap is never painted over a newer frame.
+"""The operator's main window: the Live tab (``station.qt.live_tab``), the review and history tabs,
+menus, status bar and the dialogs. Other tools plug in with ``add_tab`` and ``add_action``; they
+listen to ``window.pipeline`` (see ``station.qt.live.LivePipeline``).
 """
 from __future__ import annotations
 
 import logging
-import time
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import (QLabel, QMainWindow, QMenu, QMessageBox, QPushButton,
-                               QSplitter, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QLabel, QMainWindow, QMenu, QMessageBox, QTabWidget, QWidget
 
-from station.qt.charts import ScoreCharts
 from station.context import StationContext
-from station.qt.inference import InspectionResult, LoadedRecipe
-from station.qt.live import LivePipeline
 from station.live_state import LiveState, SourceState
 from station.mailbox import CONTINUOUS, TRIGGERED
+from station.qt.inference import InspectionResult, LoadedRecipe
+from station.qt.live import LivePipeline
+from station.qt.live_tab import LiveTab
 from station.qt.recipe_dialog import RecipeDialog
-from station.qt.widgets import AlertBar, ImageView, ScorePanel, ShiftPanel, TaskBar, VerdictBanner
-from station.wording import action as verdict_action
-from station.wording import explain, headline
 
 log = logging.getLogger(__name__)
 
 MENUS = ("File", "Product", "Inspect", "View", "Help")
-BUSY_TITLES = {LiveState.STARTING: "Starting", LiveState.TRAINING: "Training", LiveState.LOADING: "Loading",
-               LiveState.PAUSED: "Paused"}
 NOTICE_MS = 5000  # "Camera back" and similar good news disappear after this
-CONTINUOUS_PANEL_MS = 66  # continuous mode: verdict panel refresh period (coalesced)
-COUNTERS_MS = 250  # shift counters refresh period (coalesced)
 
 
 class MainWindow(QMainWindow):
@@ -47,15 +33,6 @@ class MainWindow(QMainWindow):
         self.pipeline = pipeline or LivePipeline(context, force_demo=force_demo, parent=self)
         self.setWindowTitle("Inspection station")
         self.ui_settings = QSettings(str(context.config_dir / "ui.ini"), QSettings.Format.IniFormat)
-        self._latest: InspectionResult | None = None
-        self._apply_timer = QTimer(self, singleShot=True, interval=0)
-        self._apply_timer.timeout.connect(self._apply_latest)
-        self._shift = None
-        self._shift_timer = QTimer(self, singleShot=True, interval=COUNTERS_MS)
-        self._shift_timer.timeout.connect(self._apply_shift)
-        self._show_heatmap = True
-        self._stats = {"t": time.perf_counter(), "shown": 0, "inspected": 0, "latency": []}
-        self.inspections_seen = 0
         self._closed = False
         self._dialogs: list = []
 
@@ -122,65 +99,25 @@ class MainWindow(QMainWindow):
 
     # -- layout ----------------------------------------------------------------------------
     def _build_live_tab(self) -> None:
-        self.banner = VerdictBanner()
-        self.banner.set_state("BUSY", "Starting", "Starting the camera and loading the recipe…")
-        self.alert = AlertBar()
-        self.task_bar = TaskBar()
-        self.live_view = ImageView("Camera", "Waiting for the camera…")
-        self.live_view.smooth = True  # ~3 ms a frame at 30 fps (measured); nearest-neighbour looks jagged
-        self.inspected_view = ImageView("Last inspected part", "The inspected part and its heatmap appear here.")
-        self.views = QSplitter(Qt.Orientation.Horizontal)
-        self.views.setObjectName("viewsSplitter")
-        self.views.addWidget(self.live_view)
-        self.views.addWidget(self.inspected_view)
-
-        self.recipe_label = QLabel("Recipe: —", objectName="recipeLabel")
-        self.recipe_label.setWordWrap(True)
-        self.scores = ScorePanel()
-        self.shift_panel = ShiftPanel()
-        self.inspect_button = QPushButton("Inspect  (Space)", objectName="inspectButton")
-        self.inspect_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.inspect_button.clicked.connect(self.inspect_now)
-        self.mode_label = QLabel("", objectName="modeLabel")
-        self.mode_label.setWordWrap(True)
-        side = QWidget(objectName="sidePanel")
-        col = QVBoxLayout(side)
-        col.setContentsMargins(0, 0, 0, 0)
-        col.addWidget(self.recipe_label)
-        col.addWidget(self.scores)
-        col.addWidget(self.shift_panel)
-        col.addStretch(1)
-        col.addWidget(self.mode_label)
-        col.addWidget(self.inspect_button)
-        side.setMinimumWidth(380)
-        side.setMaximumWidth(520)
-
-        self.middle = QSplitter(Qt.Orientation.Horizontal)
-        self.middle.setObjectName("middleSplitter")
-        self.middle.addWidget(self.views)
-        self.middle.addWidget(side)
-        self.middle.setStretchFactor(0, 1)
-        self.charts = ScoreCharts()
-        self.vertical = QSplitter(Qt.Orientation.Vertical)
-        self.vertical.setObjectName("verticalSplitter")
-        self.vertical.addWidget(self.middle)
-        self.vertical.addWidget(self.charts)
-        self.vertical.setStretchFactor(0, 3)
-        self.vertical.setStretchFactor(1, 1)
-
-        live = QWidget(objectName="liveTab")
-        lay = QVBoxLayout(live)
-        lay.setContentsMargins(10, 10, 10, 6)
-        lay.setSpacing(8)
-        lay.addWidget(self.banner)
-        lay.addWidget(self.alert)
-        lay.addWidget(self.task_bar)
-        lay.addWidget(self.vertical, 1)
+        self.live = LiveTab(self.pipeline)
+        # the Live tab's parts, by the names tools and tests use
+        self.banner, self.alert, self.task_bar = self.live.banner, self.live.alert, self.live.task_bar
+        self.live_view, self.inspected_view = self.live.live_view, self.live.inspected_view
+        self.inspect_button, self.shift_panel, self.charts = self.live.inspect_button, self.live.shift_panel, self.live.charts
+        self.recipe_label = self.live.recipe_label
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
-        self.tabs.addTab(live, "Live")
+        self.tabs.addTab(self.live, "Live")
         self.setCentralWidget(self.tabs)
         self.resize(1440, 900)
+
+    @property
+    def _latest(self) -> InspectionResult | None:
+        return self.live.latest
+
+    @property
+    def inspections_seen(self) -> int:
+        return self.live.inspections_seen
 
     def _build_menus(self) -> None:
         self._menus: dict[str, QMenu] = {}
@@ -224,19 +161,23 @@ class MainWindow(QMainWindow):
         self._stats_timer.start()
 
     def _connect(self) -> None:
-        p = self.pipeline
-        p.frame_captured.connect(self._on_frame)
+        p, live = self.pipeline, self.live
+        p.frame_captured.connect(live.on_frame)
+        p.source_status_changed.connect(live.on_source_status)
         p.source_status_changed.connect(self._on_source_status)
-        p.inspection_ready.connect(self._on_inspection)
-        p.inspection_failed.connect(self._on_inspection_failed)
+        p.inspection_ready.connect(live.on_inspection)
+        p.inspection_failed.connect(live.on_inspection_failed)
+        p.recipe_changed.connect(live.on_recipe)
         p.recipe_changed.connect(self._on_recipe)
+        p.state_changed.connect(live.on_state)
         p.state_changed.connect(self._on_state)
         p.task_started.connect(self.task_bar.start)
         p.task_progressed.connect(self.task_bar.progress)
         p.task_ended.connect(self._on_task_ended)
-        p.trigger_changed.connect(self._on_trigger)
+        p.trigger_changed.connect(live.on_trigger)
         p.mode_changed.connect(self._sync_mode)
-        p.shift_changed.connect(self._on_shift)
+        p.shift_changed.connect(live.on_shift)
+        live.inspect_requested.connect(self.inspect_now)
         p.error_occurred.connect(lambda msg: self.show_error(msg, logged=True))
         self.task_bar.cancel_requested.connect(self.cancel_current)
         self.shift_panel.reset_requested.connect(self.confirm_reset_shift)
@@ -344,85 +285,23 @@ class MainWindow(QMainWindow):
         dlg.open()
         self.whatif_dialog = dlg
 
-    # -- live updates ------------------------------------------------------------------------
-    def _on_frame(self, frame) -> None:
-        self.live_view.set_image(frame.image)
-
+    # -- live updates (the Live tab shows them; the window keeps the status bar and the menus) --------
     def _on_source_status(self, state: str, message: str) -> None:
-        state = SourceState(state)
         self.source_status.setText(message)
-        if state is SourceState.LOST:
-            self.live_view.set_message(message)
-            self.alert.show_message(message, "warning")
-        elif state is SourceState.BACK:
-            self.live_view.set_message("")
+        state = SourceState(state)
+        if state is SourceState.BACK:
             self.show_notice(message)
-        elif state in (SourceState.RUNNING, SourceState.OPENING):
-            self.live_view.set_message("")
-            if state is SourceState.RUNNING and self.alert.property("level") == "warning":
-                self.alert.clear()
         elif state is SourceState.FAILED:
-            self.live_view.set_message(message)
             self.show_error(message, logged=True)
-
-    def _on_inspection(self, result: InspectionResult) -> None:
-        self.inspections_seen += 1
-        self._stats["inspected"] += 1
-        self._stats["latency"].append(result.inspection.latency_ms)
-        self.charts.add_verdict(result.inspection.verdict)
-        self._latest = result
-        if not self._apply_timer.isActive():
-            # a triggered verdict is shown at once; continuous ones at most ~15 times a second
-            # (nobody reads more, and each update repaints the banner, gauges and part view)
-            self._apply_timer.start(0 if result.trigger_id is not None else CONTINUOUS_PANEL_MS)
-
-    def _on_shift(self, snapshot) -> None:
-        self._shift = snapshot
-        if not self._shift_timer.isActive():
-            self._shift_timer.start()
-
-    def _apply_shift(self) -> None:
-        if self._shift is not None:
-            self.shift_panel.set_counts(self._shift)
-
-    def _on_inspection_failed(self, trigger_id: int, message: str) -> None:
-        if trigger_id >= 0:  # the operator waits for this one: say so where they look
-            self.banner.set_state("IDLE", "Not inspected", "Press Space to try again.", message)
-        # the message itself arrives through error_occurred (logged, and repeated at most every 10 s)
-
-    def _apply_latest(self) -> None:
-        result = self._latest
-        if result is None:
-            return
-        insp = result.inspection
-        self.inspected_view.set_image(result.overlay if self._show_heatmap else result.frame.image)
-        v = insp.verdict
-        reasons = explain(v)
-        self.banner.set_state(v.decision.value, headline(v), verdict_action(v), "  ".join(reasons))
-        self.scores.set_verdict(v)
 
     def _on_recipe(self, loaded: LoadedRecipe) -> None:
         r = loaded.recipe
-        self.recipe_label.setText(f"Recipe: {r.product}  v{r.version}")
         self.recipe_status.setText(f"Recipe: {r.label}" + ("" if loaded.backend == "onnx" else f" ({loaded.backend})"))
-        self.scores.set_recipe(r)
-        self.charts.set_recipe(r)
         self._sync_mode(self.pipeline.mode)
 
     def _on_state(self, state: str, message: str) -> None:
-        state = LiveState(state)
-        if state is LiveState.READY:
-            if self._latest is not None and self._latest.inspection.recipe == getattr(self.current_recipe, "product", None):
-                self._apply_latest()  # e.g. after a pause: the last verdict again
-            else:
-                ready = ("Press Space (or Inspect) to inspect a part." if self.pipeline.mode == TRIGGERED
-                         else "Waiting for the first verdict…")
-                self.banner.set_state("IDLE", "Ready", message, ready)
+        if LiveState(state) is LiveState.READY:
             self.statusBar().showMessage(message, 5000)
-        elif state is LiveState.NO_RECIPE:
-            self.banner.set_state("IDLE", "No recipe", message)
-        else:
-            self.banner.set_state("BUSY", BUSY_TITLES[state], message)
         self._sync_mode(self.pipeline.mode)
 
     def _on_task_ended(self, outcome: str, message: str) -> None:
@@ -432,34 +311,19 @@ class MainWindow(QMainWindow):
         elif outcome == "cancelled":
             self.show_notice(message)
 
-    def _on_trigger(self, pending: bool) -> None:
-        if pending:
-            self.banner.set_state("BUSY", "Inspecting…", "Hold the part still.", "")
-        self.inspect_button.setEnabled(not pending and self.pipeline.ready)
-
     def _sync_mode(self, mode: str) -> None:
         triggered = mode == TRIGGERED
         self.triggered_action.setChecked(triggered)
         self.continuous_action.setChecked(not triggered)
-        self.inspect_button.setVisible(triggered)
-        self.inspect_button.setEnabled(triggered and self.pipeline.ready and not self.pipeline.trigger_pending
-                                       and not self.pipeline.paused)
-        self.mode_label.setText("Mode: continuous — every frame is inspected")
-        self.mode_label.setVisible(not triggered)  # in triggered mode the button says it all
+        self.live.sync_mode(mode)
 
     def _update_stats(self) -> None:
-        now = time.perf_counter()
-        dt = max(1e-3, now - self._stats["t"])
-        shown = self.live_view.frames_shown
-        fps = (shown - self._stats["shown"]) / dt
-        rate = self._stats["inspected"] / dt
-        lat = self._stats["latency"]
+        fps, rate, lat = self.live.take_stats()
         self.fps_status.setText(f"Display: {fps:.0f} fps")
         if lat:
             self.latency_status.setText(f"Inspection: {sum(lat) / len(lat):.0f} ms, {rate:.1f}/s")
         elif self.pipeline.mode == CONTINUOUS or not self.pipeline.ready:
             self.latency_status.setText("Inspection: —")
-        self._stats = {"t": now, "shown": shown, "inspected": 0, "latency": []}
 
     # -- actions -----------------------------------------------------------------------------
     def inspect_now(self) -> None:
@@ -476,7 +340,7 @@ class MainWindow(QMainWindow):
             if said.startswith("Cancelling"):
                 self.task_bar.cancelling()
             elif self._latest is not None:
-                self._apply_latest()
+                self.live.apply_latest()
             else:
                 self.banner.set_state("IDLE", "Ready", said)
         elif self.isFullScreen():
@@ -490,10 +354,8 @@ class MainWindow(QMainWindow):
         self.fullscreen_action.setChecked(self.isFullScreen())
 
     def toggle_heatmap(self) -> None:
-        self._show_heatmap = not self._show_heatmap
-        self.heatmap_action.setChecked(self._show_heatmap)
-        if self._latest is not None:
-            self._apply_latest()
+        self.live.set_show_heatmap(not self.live.show_heatmap)
+        self.heatmap_action.setChecked(self.live.show_heatmap)
 
     def confirm_reset_shift(self) -> None:
         box = QMessageBox(QMessageBox.Icon.Question, "Reset shift",
@@ -540,21 +402,21 @@ class MainWindow(QMainWindow):
         geometry = s.value("window/geometry")
         if geometry is not None:
             self.restoreGeometry(geometry)
-        for splitter in (self.views, self.middle, self.vertical):
+        for splitter in self.live.splitters:
             splitter.setChildrenCollapsible(False)  # no panel can be dragged out of sight
             default = splitter.saveState()
             state = s.value(f"splitters/{splitter.objectName()}")
             if state is not None and (not splitter.restoreState(state) or min(splitter.sizes() or [0]) <= 0):
                 splitter.restoreState(default)  # an unusable saved layout: keep the default
-        self._show_heatmap = s.value("view/heatmap", True, type=bool)
-        self.heatmap_action.setChecked(self._show_heatmap)
+        self.live.show_heatmap = s.value("view/heatmap", True, type=bool)
+        self.heatmap_action.setChecked(self.live.show_heatmap)
 
     def _save_ui_state(self) -> None:
         s = self.ui_settings
         s.setValue("window/geometry", self.saveGeometry())
-        for splitter in (self.views, self.middle, self.vertical):
+        for splitter in self.live.splitters:
             s.setValue(f"splitters/{splitter.objectName()}", splitter.saveState())
-        s.setValue("view/heatmap", self._show_heatmap)
+        s.setValue("view/heatmap", self.live.show_heatmap)
         s.sync()
 
     def shutdown(self) -> None:

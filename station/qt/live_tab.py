@@ -1,0 +1,210 @@
+"""The Live tab: camera, inspected part with its heatmap, verdict banner, scores, shift counters, charts.
+
+What the two image views show: the left one is the camera, live, raw. The right one is the last
+part that was judged, with its heatmap blended over it and the region outlined (blended once, in
+the worker). The overlay stays with the frame it belongs to: a part can move between frames, so a
+heatmap is never painted over a newer frame.
+
+``LiveTab`` only shows: it listens to the pipeline's signals (wired by the main window) and asks
+for an inspection through ``inspect_requested``; menus, the status bar and dialogs are the window's.
+"""
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
+
+from station.live_state import LiveState, SourceState
+from station.mailbox import TRIGGERED
+from station.qt.charts import ScoreCharts
+from station.qt.inference import InspectionResult, LoadedRecipe
+from station.qt.live import LivePipeline
+from station.qt.widgets import AlertBar, ImageView, ScorePanel, ShiftPanel, TaskBar, VerdictBanner
+from station.wording import action as verdict_action
+from station.wording import explain, headline
+
+BUSY_TITLES = {LiveState.STARTING: "Starting", LiveState.TRAINING: "Training", LiveState.LOADING: "Loading",
+               LiveState.PAUSED: "Paused"}
+CONTINUOUS_PANEL_MS = 66  # continuous mode: verdict panel refresh period (coalesced)
+COUNTERS_MS = 250  # shift counters refresh period (coalesced)
+
+
+class LiveTab(QWidget):
+    inspect_requested = Signal()  # the Inspect button
+
+    def __init__(self, pipeline: LivePipeline, parent: QWidget | None = None):
+        super().__init__(parent, objectName="liveTab")
+        self.pipeline = pipeline
+        self.latest: InspectionResult | None = None
+        self.show_heatmap = True
+        self.inspections_seen = 0
+        self._stats = {"t": time.perf_counter(), "shown": 0, "inspected": 0, "latency": []}
+        self._apply_timer = QTimer(self, singleShot=True, interval=0)
+        self._apply_timer.timeout.connect(self.apply_latest)
+        self._shift = None
+        self._shift_timer = QTimer(self, singleShot=True, interval=COUNTERS_MS)
+        self._shift_timer.timeout.connect(self._apply_shift)
+        self._build()
+
+    def _build(self) -> None:
+        self.banner = VerdictBanner()
+        self.banner.set_state("BUSY", "Starting", "Starting the camera and loading the recipe…")
+        self.alert = AlertBar()
+        self.task_bar = TaskBar()
+        self.live_view = ImageView("Camera", "Waiting for the camera…")
+        self.live_view.smooth = True  # ~3 ms a frame at 30 fps (measured); nearest-neighbour looks jagged
+        self.inspected_view = ImageView("Last inspected part", "The inspected part and its heatmap appear here.")
+        self.views = QSplitter(Qt.Orientation.Horizontal)
+        self.views.setObjectName("viewsSplitter")
+        self.views.addWidget(self.live_view)
+        self.views.addWidget(self.inspected_view)
+
+        self.recipe_label = QLabel("Recipe: —", objectName="recipeLabel")
+        self.recipe_label.setWordWrap(True)
+        self.scores = ScorePanel()
+        self.shift_panel = ShiftPanel()
+        self.inspect_button = QPushButton("Inspect  (Space)", objectName="inspectButton")
+        self.inspect_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.inspect_button.clicked.connect(self.inspect_requested)
+        self.mode_label = QLabel("", objectName="modeLabel")
+        self.mode_label.setWordWrap(True)
+        side = QWidget(objectName="sidePanel")
+        col = QVBoxLayout(side)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.addWidget(self.recipe_label)
+        col.addWidget(self.scores)
+        col.addWidget(self.shift_panel)
+        col.addStretch(1)
+        col.addWidget(self.mode_label)
+        col.addWidget(self.inspect_button)
+        side.setMinimumWidth(380)
+        side.setMaximumWidth(520)
+
+        self.middle = QSplitter(Qt.Orientation.Horizontal)
+        self.middle.setObjectName("middleSplitter")
+        self.middle.addWidget(self.views)
+        self.middle.addWidget(side)
+        self.middle.setStretchFactor(0, 1)
+        self.charts = ScoreCharts()
+        self.vertical = QSplitter(Qt.Orientation.Vertical)
+        self.vertical.setObjectName("verticalSplitter")
+        self.vertical.addWidget(self.middle)
+        self.vertical.addWidget(self.charts)
+        self.vertical.setStretchFactor(0, 3)
+        self.vertical.setStretchFactor(1, 1)
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(10, 10, 10, 6)
+        lay.setSpacing(8)
+        lay.addWidget(self.banner)
+        lay.addWidget(self.alert)
+        lay.addWidget(self.task_bar)
+        lay.addWidget(self.vertical, 1)
+
+    @property
+    def splitters(self) -> tuple[QSplitter, ...]:
+        return (self.views, self.middle, self.vertical)
+
+    # -- pipeline signals ---------------------------------------------------------------------
+    def on_frame(self, frame) -> None:
+        self.live_view.set_image(frame.image)
+
+    def on_source_status(self, state: str, message: str) -> None:
+        state = SourceState(state)
+        if state is SourceState.LOST:
+            self.live_view.set_message(message)
+            self.alert.show_message(message, "warning")
+        elif state in (SourceState.BACK, SourceState.RUNNING, SourceState.OPENING):
+            self.live_view.set_message("")
+            if state is SourceState.RUNNING and self.alert.property("level") == "warning":
+                self.alert.clear()
+        elif state is SourceState.FAILED:
+            self.live_view.set_message(message)
+
+    def on_inspection(self, result: InspectionResult) -> None:
+        self.inspections_seen += 1
+        self._stats["inspected"] += 1
+        self._stats["latency"].append(result.inspection.latency_ms)
+        self.charts.add_verdict(result.inspection.verdict)
+        self.latest = result
+        if not self._apply_timer.isActive():
+            # a triggered verdict is shown at once; continuous ones at most ~15 times a second
+            # (nobody reads more, and each update repaints the banner, gauges and part view)
+            self._apply_timer.start(0 if result.trigger_id is not None else CONTINUOUS_PANEL_MS)
+
+    def on_inspection_failed(self, trigger_id: int, message: str) -> None:
+        if trigger_id >= 0:  # the operator waits for this one: say so where they look
+            self.banner.set_state("IDLE", "Not inspected", "Press Space to try again.", message)
+        # the message itself arrives through error_occurred (logged, and repeated at most every 10 s)
+
+    def on_shift(self, snapshot) -> None:
+        self._shift = snapshot
+        if not self._shift_timer.isActive():
+            self._shift_timer.start()
+
+    def _apply_shift(self) -> None:
+        if self._shift is not None:
+            self.shift_panel.set_counts(self._shift)
+
+    def on_recipe(self, loaded: LoadedRecipe) -> None:
+        r = loaded.recipe
+        self.recipe_label.setText(f"Recipe: {r.product}  v{r.version}")
+        self.scores.set_recipe(r)
+        self.charts.set_recipe(r)
+        self.sync_mode(self.pipeline.mode)
+
+    def on_state(self, state: str, message: str) -> None:
+        state = LiveState(state)
+        if state is LiveState.READY:
+            recipe = self.pipeline.current_recipe
+            if self.latest is not None and self.latest.inspection.recipe == getattr(recipe, "product", None):
+                self.apply_latest()  # e.g. after a pause: the last verdict again
+            else:
+                ready = ("Press Space (or Inspect) to inspect a part." if self.pipeline.mode == TRIGGERED
+                         else "Waiting for the first verdict…")
+                self.banner.set_state("IDLE", "Ready", message, ready)
+        elif state is LiveState.NO_RECIPE:
+            self.banner.set_state("IDLE", "No recipe", message)
+        else:
+            self.banner.set_state("BUSY", BUSY_TITLES[state], message)
+        self.sync_mode(self.pipeline.mode)
+
+    def on_trigger(self, pending: bool) -> None:
+        if pending:
+            self.banner.set_state("BUSY", "Inspecting…", "Hold the part still.", "")
+        self.inspect_button.setEnabled(not pending and self.pipeline.ready)
+
+    def sync_mode(self, mode: str) -> None:
+        triggered = mode == TRIGGERED
+        p = self.pipeline
+        self.inspect_button.setVisible(triggered)
+        self.inspect_button.setEnabled(triggered and p.ready and not p.trigger_pending and not p.paused)
+        self.mode_label.setText("Mode: continuous — every frame is inspected")
+        self.mode_label.setVisible(not triggered)  # in triggered mode the button says it all
+
+    # -- what the window asks ------------------------------------------------------------------
+    def apply_latest(self) -> None:
+        result = self.latest
+        if result is None:
+            return
+        self.inspected_view.set_image(result.overlay if self.show_heatmap else result.frame.image)
+        v = result.inspection.verdict
+        self.banner.set_state(v.decision.value, headline(v), verdict_action(v), "  ".join(explain(v)))
+        self.scores.set_verdict(v)
+
+    def set_show_heatmap(self, show: bool) -> None:
+        self.show_heatmap = bool(show)
+        if self.latest is not None:
+            self.apply_latest()
+
+    def take_stats(self) -> tuple[float, float, list[float]]:
+        """Since the last call: displayed frames per second, inspections per second, their latencies."""
+        now = time.perf_counter()
+        dt = max(1e-3, now - self._stats["t"])
+        shown = self.live_view.frames_shown
+        fps = (shown - self._stats["shown"]) / dt
+        rate = self._stats["inspected"] / dt
+        latencies = list(self._stats["latency"])
+        self._stats = {"t": now, "shown": shown, "inspected": 0, "latency": []}
+        return fps, rate, latencies
