@@ -18,6 +18,7 @@ import importlib
 import os
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +79,9 @@ class NormalisedStem(nn.Module):
     full-image element-wise passes per inspection.
     """
 
+    weight: torch.Tensor  # buffers (register_buffer), typed for the checker
+    bias: torch.Tensor
+
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
         pad = getattr(conv, "static_padding", None)
@@ -88,7 +92,8 @@ class NormalisedStem(nn.Module):
             bias = bias + conv.bias.detach()
         self.register_buffer("weight", w / 128.0)
         self.register_buffer("bias", bias)
-        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+        self.stride, self.dilation, self.groups = conv.stride, conv.dilation, conv.groups
+        self.padding: Any = conv.padding  # a tuple here (efficientnet's static "same" padding is self.pads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if any(self.pads):
@@ -107,7 +112,7 @@ class PatchFeatureExtractor(nn.Module):
     forward(x: float (B, 3, H, W) RGB 0..255) -> (B, C, H/8, W/8); H and W multiples of 16.
     """
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: Any):  # an efficientnet_lite network (untyped third-party module)
         super().__init__()
         self.stem = nn.Sequential(NormalisedStem(net._conv_stem), net._bn0, net._swish)
         taps: list[int] = []
@@ -123,9 +128,8 @@ class PatchFeatureExtractor(nn.Module):
             raise BackboneError("backbone has no stride-16 stage to tap")
         self.taps_idx = taps
         self.blocks = nn.ModuleList(net._blocks[: taps[-1] + 1])
-        self.channels = [
-            int(self.blocks[i]._expand_conv.out_channels) for i in taps
-        ]
+        blocks: Any = self.blocks  # efficientnet blocks: attributes torch's stubs cannot see
+        self.channels = [int(blocks[i]._expand_conv.out_channels) for i in taps]
         self.out_channels = sum(self.channels)
 
     @staticmethod

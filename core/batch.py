@@ -83,7 +83,7 @@ def inspect_files(
     overlays resize them), unless ``full_maps`` asks for the image's size (pixel metrics). On
     900 px bottle images that saves about 2 ms of each part's ~40 ms of CPU.
     """
-    paths = [str(p) for p in paths]
+    files = [str(p) for p in paths]
     workers = max(1, int(workers or min(4, os.cpu_count() or 1)))
     lookahead = max(workers, int(lookahead or 2 * workers))
     map_side = None if full_maps else max(inspector.recipe.working_shape)
@@ -93,8 +93,8 @@ def inspect_files(
 
         def fill() -> None:
             nonlocal nxt
-            while nxt < len(paths) and len(pending) < lookahead:
-                pending.append(pool.submit(_one, inspector, nxt, paths[nxt], keep_images, with_maps, map_side))
+            while nxt < len(files) and len(pending) < lookahead:
+                pending.append(pool.submit(_one, inspector, nxt, files[nxt], keep_images, with_maps, map_side))
                 nxt += 1
 
         fill()

@@ -62,7 +62,7 @@ class RecipeModels:
             patchcore = PatchCore(t[K.PATCHCORE_MEMORY], t[K.PATCHCORE_SOURCE], float(pc_info.get("position_weight", 0.0)))
             g = recipe.model_info("gaussian")
             gaussian = GaussianModel(np.asarray(t[K.GAUSSIAN_MEAN], np.float32), np.asarray(t[K.GAUSSIAN_WHITEN], np.float32),
-                                     tuple(int(v) for v in g["grid"]), int(g["block"]))
+                                     (int(g["grid"][0]), int(g["grid"][1])), int(g["block"]))
             clf = None
             if recipe.model_info("classifier"):
                 clf = DefectClassifier(**recipe.model_info("classifier"))

@@ -128,7 +128,8 @@ class GaussianModel:
         chol = np.linalg.cholesky(cov)
         eye = np.broadcast_to(np.eye(d), cov.shape)
         whiten = np.linalg.solve(chol, eye)
-        return cls(mean.astype(np.float32), np.ascontiguousarray(whiten, dtype=np.float32), tuple(grid), int(block))
+        return cls(mean.astype(np.float32), np.ascontiguousarray(whiten, dtype=np.float32),
+                   (int(grid[0]), int(grid[1])), int(block))
 
     # -- scoring in NumPy (training and calibration) -----------------------------------------
     def distances(self, feats: np.ndarray) -> np.ndarray:
@@ -156,6 +157,9 @@ class GaussianDistances(nn.Module):
     (B, D', h, w) -> (B, 1, h, w). Per-position models need the grid they were fitted on (a fixed
     working size); the free-framing model is a 1x1 convolution and takes any size.
     """
+
+    mean: torch.Tensor  # buffers (register_buffer), typed for the checker
+    whiten_t: torch.Tensor
 
     def __init__(self, model: GaussianModel):
         super().__init__()

@@ -43,14 +43,13 @@ class GaussianFolds:
         sums = []
         for f in range(k):
             idx = np.flatnonzero(folds == f)
-            part = None
+            part: GaussianSums | None = None
             for j in range(0, len(idx), 16):  # bounded memory: a few maps at a time
-                chunk = np.stack([feats[i][:dim] for i in idx[j : j + 16]]) if per_position else None
-                if per_position:
-                    s = accumulate(chunk, True, block)
-                else:
-                    s = _sum_free([feats[i][:dim] for i in idx[j : j + 16]])
+                maps = [feats[i][:dim] for i in idx[j : j + 16]]
+                s = accumulate(np.stack(maps), True, block) if per_position else _sum_free(maps)
                 part = s if part is None else part + s
+            if part is None:
+                raise ValueError(f"fold {f} of the Gaussian cross-fit holds no image")
             sums.append(part)
             if tick is not None:
                 tick((f + 1) / k)
@@ -70,10 +69,12 @@ class GaussianFolds:
 
 
 def _sum_free(maps: Sequence[np.ndarray]) -> GaussianSums:
-    out = None
+    out: GaussianSums | None = None
     for m in maps:
         s = accumulate(m[None], False)
         out = s if out is None else out + s
+    if out is None:
+        raise ValueError("no feature maps to sum")
     return out
 
 
@@ -106,12 +107,13 @@ def fit_patchcore(feats: Sequence[np.ndarray], ignore: np.ndarray | None, weight
     )
 
 
-def patchcore_grids(pc: PatchCore, feats: Sequence[np.ndarray], sources: Sequence[int]) -> list[np.ndarray]:
+def patchcore_grids(pc: PatchCore, feats: Sequence[np.ndarray], sources: Sequence[int] | np.ndarray) -> list[np.ndarray]:
     """Leave-one-image-out distance grids: ``feats[j]`` scored without bank entries of ``sources[j]``."""
     return [pc.distance_grid(f, exclude_source=int(s)) for f, s in zip(feats, sources)]
 
 
-def gaussian_grids(folds: GaussianFolds, feats: Sequence[np.ndarray], sources: Sequence[int]) -> list[np.ndarray]:
+def gaussian_grids(folds: GaussianFolds, feats: Sequence[np.ndarray],
+                   sources: Sequence[int] | np.ndarray) -> list[np.ndarray]:
     """k-fold held-out distance grids: ``feats[j]`` scored by the model without ``sources[j]``'s fold."""
     out: list[np.ndarray | None] = [None] * len(feats)
     fold_of = [int(folds.folds[int(s)]) for s in sources]

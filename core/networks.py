@@ -62,6 +62,8 @@ class DefectClassifier(nn.Module):
     ``tests/test_networks.py`` checks it against autograd.
     """
 
+    scale: torch.Tensor  # a buffer (register_buffer), typed for the checker
+
     def __init__(self, channels: int = 128, hidden: int = 32, top_k: int = 16):
         super().__init__()
         self.hparams = {"channels": channels, "hidden": hidden, "top_k": top_k}
@@ -102,6 +104,9 @@ class PatchCoreDistances(nn.Module):
     The bank is stored augmented, ``[-2 m, |m|^2]`` (D + 1, M), so ``[q, 1] @ bank`` gives
     ``|q - m|^2 - |q|^2``; the row minimum plus ``|q|^2`` is the squared distance.
     """
+
+    bank: torch.Tensor  # buffers (register_buffer), typed for the checker
+    position: torch.Tensor
 
     def __init__(self, memory: np.ndarray, position: np.ndarray | None = None):
         """``position``: (2, h, w) channels appended to the features (``patchcore.position_channels``)

@@ -24,7 +24,7 @@ try:  # onnxruntime is a hard dependency, but the torch path must survive a brok
     import onnxruntime as ort
 except Exception as exc:  # pragma: no cover - depends on the installation
     ort = None
-    _ORT_ERROR = exc
+    _ORT_ERROR: Exception | None = exc
 else:
     _ORT_ERROR = None
 
@@ -48,7 +48,7 @@ def export(module: nn.Module, example: torch.Tensor, output_names: list[str], sp
         torch.onnx.export(
             module,
             (example,),
-            buf,
+            buf,  # type: ignore[arg-type]  # torch.onnx.export writes to a file object too (its docs)
             input_names=["x"],
             output_names=output_names,
             dynamic_axes=dynamic,

@@ -148,8 +148,8 @@ def lighting_spread(images) -> tuple[float, float]:
         gray = small.mean(axis=2) if small.ndim == 3 else small
         means.append(float(gray.mean()))
         stds.append(float(gray.std()))
-    means, stds = np.asarray(means), np.asarray(stds)
-    return (float(means.std() / max(means.mean(), 1e-6)), float(stds.std() / max(stds.mean(), 1e-6)))
+    m, s = np.asarray(means), np.asarray(stds)
+    return (float(m.std() / max(m.mean(), 1e-6)), float(s.std() / max(s.mean(), 1e-6)))
 
 
 def choose_normalise(images) -> tuple[bool, str]:

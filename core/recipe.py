@@ -142,7 +142,7 @@ class Recipe:
     @property
     def roi(self) -> tuple[int, int, int, int] | None:
         roi = self.manifest.get("roi")
-        return None if roi is None else tuple(int(v) for v in roi)
+        return None if roi is None else (int(roi[0]), int(roi[1]), int(roi[2]), int(roi[3]))
 
     @property
     def reference_size(self) -> tuple[int, int] | None:
@@ -151,7 +151,7 @@ class Recipe:
 
     @property
     def ignore_zones(self) -> list[tuple[int, int, int, int]]:
-        return [tuple(int(v) for v in z) for z in self.manifest.get("ignore_zones", [])]
+        return [(int(z[0]), int(z[1]), int(z[2]), int(z[3])) for z in self.manifest.get("ignore_zones", [])]
 
     @property
     def models(self) -> list[str]:

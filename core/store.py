@@ -218,6 +218,12 @@ class StoredReview:
     operator: str = ""
 
 
+def _rowid(cursor: sqlite3.Cursor) -> int:
+    if cursor.lastrowid is None:  # an INSERT always sets it
+        raise StoreError("the database did not say which row it wrote")
+    return int(cursor.lastrowid)
+
+
 class ResultsStore:
     """Inspections and reviews in one SQLite file. Thread-safe; use as a context manager."""
 
@@ -305,7 +311,7 @@ class ResultsStore:
     def _insert(self, sql: str, params: tuple) -> int:
         """Run one INSERT as its own committed transaction; return the new row id."""
         with self._transaction() as conn:
-            return int(conn.execute(sql, params).lastrowid)
+            return _rowid(conn.execute(sql, params))
 
     def _fetch(self, sql: str, params: Iterable = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -369,11 +375,11 @@ class ResultsStore:
                 "SELECT 1 FROM inspections WHERE id = ?", (int(inspection_id),)
             ).fetchone() is None:
                 raise StoreError(f"no inspection with id {inspection_id}")
-            return int(conn.execute(
+            return _rowid(conn.execute(
                 "INSERT INTO reviews (inspection_id, ts, decision, note, operator)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (int(inspection_id), utc_iso(), decision, note, operator),
-            ).lastrowid)
+            ))
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -398,7 +404,8 @@ class ResultsStore:
         Each carries ``review`` and ``review_note`` from its latest review (None when unreviewed).
         ``limit=None``: no limit.
         """
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if since is not None:
             where.append("i.ts >= ?")
             params.append(utc_iso(since))

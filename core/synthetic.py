@@ -69,7 +69,7 @@ def _ellipse_alpha(hw, centre, axes, angle: float, soft: float) -> np.ndarray:
     a = np.zeros(hw, np.uint8)
     cv2.ellipse(a, (int(round(centre[0])), int(round(centre[1]))),
                 (max(1, int(round(axes[0]))), max(1, int(round(axes[1])))), angle, 0, 360, 255, -1, cv2.LINE_AA)
-    alpha = a.astype(np.float32) / 255.0
+    alpha: np.ndarray = a.astype(np.float32) / 255.0
     if soft > 0.3:
         alpha = cv2.GaussianBlur(alpha, (0, 0), soft)
     return alpha

@@ -218,6 +218,9 @@ def train_recipe(
     if len(goods) < config.min_good:
         raise TrainingError(f"Training needs at least {config.min_good} good images of the same framing.")
     framing = plan.framing
+    ref_wh = framing.reference_wh
+    if ref_wh is None:  # the plan always measures the good images
+        raise TrainingError("the framing plan has no reference size")
     n = len(goods)
     reference_png = _thumbnail_png(goods[plan.reference_index])
     syn_idx = np.linspace(0, n - 1, min(n, config.synthetic_images)).round().astype(int)
@@ -225,8 +228,8 @@ def train_recipe(
     good_w = [framing.prepare(im)[0] for im in goods]
     defect_w = [framing.prepare(im)[0] for im in defects]
     del goods, defects
-    geo_ref = framing.geometry((framing.reference_wh[1], framing.reference_wh[0])) if framing.fixed else None
-    ignore = (preprocess.ignore_mask(list(config.ignore_zones), framing.reference_wh, geo_ref)
+    geo_ref = framing.geometry((ref_wh[1], ref_wh[0])) if framing.fixed else None
+    ignore = (preprocess.ignore_mask(list(config.ignore_zones), ref_wh, geo_ref)
               if geo_ref is not None else None)
 
     # 3. projection + embedder ---------------------------------------------------------------
@@ -258,7 +261,7 @@ def train_recipe(
 
     # 7. classifier -------------------------------------------------------------------------
     clock.stage(6)
-    clf = clf_summary = None
+    clf, clf_summary = None, {}
     if len(defect_feats) >= 2:
         clf, clf_summary = _train_classifier(feats, defect_feats, projection.variances, config, clock)
 
@@ -318,7 +321,7 @@ def train_recipe(
     clock.finish()
 
     wh = framing.working_hw or preprocess.free_working_hw(
-        (framing.reference_wh[1], framing.reference_wh[0]), framing.scale)
+        (ref_wh[1], ref_wh[0]), framing.scale)
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "product": product,
@@ -326,7 +329,7 @@ def train_recipe(
         "backbone": {"name": config.backbone, "weights_sha256": weights_digest(config.backbone)},
         "size": config.size,
         "working_shape": [int(wh[0]), int(wh[1])],
-        "reference_size": list(framing.reference_wh),
+        "reference_size": list(ref_wh),
         "roi": list(framing.roi) if framing.roi else None,
         "ignore_zones": [list(map(int, z)) for z in config.ignore_zones],
         "framing": {"kind": framing.kind, "scale": framing.scale, "normalise": framing.normalise,
@@ -350,7 +353,7 @@ def train_recipe(
             "stage_seconds": clock.timings,
             "parent_version": parent.version if parent is not None else None,
             "sources": sources or {},
-            "classifier": clf_summary,
+            "classifier": clf_summary or None,
         },
     }
     return Recipe(manifest=manifest, tensors=tensors, onnx={}, reference_png=reference_png)

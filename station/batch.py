@@ -30,12 +30,12 @@ EMIT_MAX_ROWS = 64  # ...or when this many are waiting
 
 def make_row(context: StationContext, item: BatchItem, recipe, policy: RecordPolicy) -> ResultRow:
     """Record one batch item (:func:`station.recording.record`) and make its row (worker thread)."""
-    if not item.ok:
+    r, image = item.inspection, item.image
+    if r is None or image is None:  # image: inspect_files keeps it (keep_images=True)
         out = record_failure(context.store, item.path, item.error or "", recipe=recipe.product,
                              recipe_version=recipe.version, mode=policy.mode)
         return ResultRow(item.index, out.record, error_code=item.error_code or "")
-    r = item.inspection
-    out = record(context.store, context.evidence, r, item.image, policy, source_file=item.path,
+    out = record(context.store, context.evidence, r, image, policy, source_file=item.path,
                  original=item.data, index=item.index)
     if out.problem:
         log.error("Batch: %s: %s", item.path, out.problem)
@@ -43,7 +43,7 @@ def make_row(context: StationContext, item: BatchItem, recipe, policy: RecordPol
         return ResultRow(item.index, StoredInspection.failed(item.path, f"Could not record the result: {out.problem}",
                                                              recipe=recipe.product, recipe_version=recipe.version,
                                                              mode=policy.mode), error_code="not_recorded")
-    thumb = thumbnail_png(item.image, r.maps.get("patchcore"), THUMB_SIDE, r.region, r.decision.value)
+    thumb = thumbnail_png(image, r.maps.get("patchcore"), THUMB_SIDE, r.region, r.decision.value)
     return ResultRow(item.index, out.record, thumbnail=thumb)
 
 

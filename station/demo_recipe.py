@@ -23,7 +23,8 @@ def build_demo_recipe(recipes_root: str | Path, progress: Callable[[str, float],
                       size: tuple[int, int] | None = None) -> Recipe:
     """Generate good parts, train, save as the next version of ``demo-bracket``; returns it."""
     parts = int(parts or DEMO_PARTS)
-    size = tuple(size or DEMO_SIZE)
+    h, w = size or DEMO_SIZE
+    size = (int(h), int(w))
     gen = PartGenerator(DEMO_KIND, size, seed=TRAIN_SEED)
     good = []
     for i in range(parts):

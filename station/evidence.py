@@ -81,7 +81,8 @@ class EvidenceFolder:
             save_image_atomic(heat_path, blended)
         maps_path = folder / f"{stem}{MAPS_SUFFIX}"
         buf = io.BytesIO()
-        np.savez(buf, **{k: kept_map(v) for k, v in inspection.maps.items()})
+        # numpy's stub types **kwds like its keyword options: the arrays are what savez stores
+        np.savez(buf, **{k: kept_map(v) for k, v in inspection.maps.items()})  # type: ignore[arg-type]
         write_bytes_atomic(maps_path, buf.getvalue())
         return EvidenceFiles(str(image_path), None if heat_path is None else str(heat_path), str(maps_path))
 

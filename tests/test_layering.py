@@ -99,3 +99,10 @@ def test_ruff_is_clean_on_the_whole_tree():
     r = subprocess.run([str(_tool("ruff")), "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-1000:]
+
+
+def test_mypy_is_clean_on_the_whole_tree(tmp_path):
+    """The type checker configured in pyproject.toml ([tool.mypy]: core, station, training), from a cold cache."""
+    r = subprocess.run([str(_tool("mypy")), "--cache-dir", str(tmp_path / "mypy-cache")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]

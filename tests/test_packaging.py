@@ -466,7 +466,7 @@ def test_bundled_demo_recipe_is_copied_only_on_a_first_demo_start(tmp_path, monk
 
 
 def test_network_watch_sees_a_connection_attempt(tmp_path):
-    from station.qt.selftest import NetworkWatch
+    from station.selftest_checks import NetworkWatch
 
     watch = NetworkWatch()
     watch.install()

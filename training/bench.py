@@ -21,6 +21,8 @@ date and the command; other sections of that file are left alone.
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import argparse
 import datetime as _dt
 import json
@@ -79,7 +81,7 @@ def w_latency(dataset: str, recipe: str, n: int) -> dict:
     for backend in ("onnx", "torch"):
         ins = Inspector(rec, backend=backend, threads=THREADS)
         res = latency(ins, images, n if backend == "onnx" else max(20, n // 5))
-        stages = {}
+        stages: dict[str, list[float]] = {}
         for im in images[:20]:
             for k, v in ins.inspect(im).timings_ms.items():
                 stages.setdefault(k, []).append(v)
@@ -201,7 +203,7 @@ def w_ablations(dataset: str, recipe: str) -> dict:
         else:
             m = load_image(root / "ground_truth" / p.parent.name / f"{p.stem}_mask.png")[:, :, 0]
             masks.append(cv2.resize(m.astype(np.float32) / 255, (wh[1], wh[0]), interpolation=cv2.INTER_AREA) >= 0.5)
-    masks = np.stack(masks)
+    mask_stack = np.stack(masks)
     ftr, fte = feats_of(train_files), feats_of(test_files)
     n, d, gh, gw = ftr.shape
     bank = ins.models.patchcore
@@ -217,7 +219,7 @@ def w_ablations(dataset: str, recipe: str) -> dict:
 
         maps = np.stack([upsample(smooth_grid(g, 8), wh) for g in grids])
         return {"image_auroc": round(metrics.image_auroc(labels, grids.reshape(len(grids), -1).max(1)), 4),
-                "pixel_auroc": round(metrics.pixel_auroc(masks, maps), 4)}
+                "pixel_auroc": round(metrics.pixel_auroc(mask_stack, maps), 4)}
 
     def timeit(fn, reps=100):
         for _ in range(5):
@@ -278,7 +280,7 @@ def w_ablations(dataset: str, recipe: str) -> dict:
     return out
 
 
-WORKERS = {"calibrate": w_calibrate, "latency": w_latency, "inspect_only": w_inspect_only,
+WORKERS: dict[str, Callable[..., dict]] = {"calibrate": w_calibrate, "latency": w_latency, "inspect_only": w_inspect_only,
            "station_batch": w_station_batch,
            "accuracy": w_accuracy, "ablations": w_ablations}
 
@@ -434,7 +436,7 @@ def main(argv=None) -> int:
     if not (dataset / "train" / "good").is_dir():
         print(f"MVTec AD bottle not found at {dataset}: pass --dataset", file=sys.stderr)
         return 2
-    results = {"date": _dt.date.today().isoformat(), "machine": machine()}
+    results: dict[str, Any] = {"date": _dt.date.today().isoformat(), "machine": machine()}
     with tempfile.TemporaryDirectory() as tmp:
         results["calibrate"] = _run_worker("calibrate", dataset, tmp)
         recipe = results["calibrate"]["recipe"]

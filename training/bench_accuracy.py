@@ -34,7 +34,7 @@ START, END = "<!-- bench:accuracy:start -->", "<!-- bench:accuracy:end -->"
 THREADS = 2
 
 # one default changed at a time; "only_if" says when the variant differs from the default at all
-ABLATIONS = [
+ABLATIONS: list[tuple[str, dict, tuple[str, str] | None]] = [
     ("bank 0.5 %, 1024-2048 (the old bank)", {"bank_ratio": 0.005, "bank_min": 1024, "bank_max": 2048}, None),
     ("bank search over 4x more sampled patches", {"bank_pool": 64}, None),
     ("PatchCore without the position term", {"position_weight": 0.0}, None),
@@ -119,7 +119,7 @@ def render(results: dict, command: str) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     rows = results["defaults"]
     keys = ("patchcore", "gaussian", "fused")
-    sums = {k: [] for k in ("patchcore", "gaussian", "fused", "esc", "fr", "rev", "train", "p50")}
+    sums: dict[str, list[float]] = {k: [] for k in ("patchcore", "gaussian", "fused", "esc", "fr", "rev", "train", "p50")}
     for name, r in rows.items():
         s = r["summary"]
         pm = s["per_model"]
@@ -226,10 +226,10 @@ def main(argv=None) -> int:
         print(json.dumps(w_evaluate(a.worker, a.args or "{}")))
         return 0
     if a.render:
-        results = json.loads(Path(a.render).read_text(encoding="utf-8"))
-        runs = list(results["defaults"].values()) + [v for per in results["ablations"].values() for v in per.values() if v]
-        results.setdefault("wall_s", round(sum(r.get("wall_s", 0.0) for r in runs), 1))
-        return _finish(results, a, "make bench-accuracy", None)
+        rendered: dict = json.loads(Path(a.render).read_text(encoding="utf-8"))
+        runs = list(rendered["defaults"].values()) + [v for per in rendered["ablations"].values() for v in per.values() if v]
+        rendered.setdefault("wall_s", round(sum(r.get("wall_s", 0.0) for r in runs), 1))
+        return _finish(rendered, a, "make bench-accuracy", None)
     from training.evaluate import find_datasets
 
     root = Path(a.datasets)
@@ -250,7 +250,7 @@ def main(argv=None) -> int:
         checkpoint()
     if not a.no_ablations:
         for label, cfg, only_if in ABLATIONS:
-            per = {}
+            per: dict[str, dict | None] = {}
             for d in sets:
                 name = _name(root, d)
                 why = (results["defaults"][name]["summary"]["training"] or {}).get("why") or {}

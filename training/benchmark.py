@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+from typing import Any
+
 import os
 import sys
 import time
@@ -37,9 +39,9 @@ def latency(inspector: Inspector, images: list[np.ndarray], n: int, warmup: int 
         t = time.perf_counter()
         inspector.inspect(images[i % len(images)])
         times.append((time.perf_counter() - t) * 1e3)
-    t = np.array(times)
-    return {"p50_ms": round(float(np.percentile(t, 50)), 2), "p95_ms": round(float(np.percentile(t, 95)), 2),
-            "mean_ms": round(float(t.mean()), 2)}
+    ms = np.array(times)
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
+            "mean_ms": round(float(ms.mean()), 2)}
 
 
 def throughput(inspector: Inspector, files: list, workers: int = 2) -> dict:
@@ -60,7 +62,7 @@ def benchmark(recipe, images_dir, *, n: int = 100, threads: int | None = 2, back
     if not files:
         raise SystemExit(f"No images in {images_dir}")
     images = [load_image(f) for f in files[: min(len(files), 32)]]
-    out = {"recipe": rec.label, "backend": inspector.backend, "threads": threads, "n": n,
+    out: dict[str, Any] = {"recipe": rec.label, "backend": inspector.backend, "threads": threads, "n": n,
            "image_size": f"{images[0].shape[1]}x{images[0].shape[0]}",
            "working_size": f"{rec.working_shape[1]}x{rec.working_shape[0]}"}
     out.update(latency(inspector, images, n))

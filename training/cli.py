@@ -26,7 +26,7 @@ def _progress_bar(desc: str):
     tty = sys.stderr.isatty()
     bar = tqdm(total=100, desc=desc, unit="%", file=sys.stderr, disable=not tty, mininterval=0.2,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
-    last_stage = [None]
+    last_stage: list[str | None] = [None]
 
     def update(stage: str, fraction: float) -> None:
         if not tty:

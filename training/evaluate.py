@@ -13,6 +13,8 @@ masks report image figures only.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import time
 from pathlib import Path
 
@@ -84,7 +86,7 @@ def split_train_defects(files: list[tuple[Path, str]], k: int, seed: int = 0):
             by_type.setdefault(t, []).append(i)
     moved: set[int] = set()
     for t, idx in sorted(by_type.items()):
-        take = rng.choice(len(idx), min(k, max(0, len(idx) - 1)), replace=False) if len(idx) > 1 else []
+        take: Any = rng.choice(len(idx), min(k, max(0, len(idx) - 1)), replace=False) if len(idx) > 1 else []
         moved.update(idx[j] for j in take)
     return [f for i, f in enumerate(files) if i not in moved], [files[i][0] for i in sorted(moved)]
 
@@ -114,20 +116,23 @@ def evaluate(dataset, recipe=None, *, config: TrainConfig | None = None, train_d
     inspector = batch_inspector(rec, backend=backend)
     wh = rec.working_shape
 
-    images, labels = [], []
-    masks_all, maps_all = [], {m: [] for m in MODELS}
+    images: list[dict[str, Any]] = []
+    labels: list[int] = []
+    masks_all: list[np.ndarray] = []
+    maps_all: dict[str, list[np.ndarray]] = {m: [] for m in MODELS}
     have_masks = True
     for item in inspect_files(inspector, [f for f, _ in files], full_maps=True):
         path, dtype = files[item.index]
-        if not item.ok:
-            raise DatasetError(f"{path}: {item.error}")
         r = item.inspection
+        if r is None:
+            raise DatasetError(f"{path}: {item.error}")
         v = r.verdict
         label = "good" if dtype == "good" else "defect"
-        scores = {m: (v.score_of(m).score if v.score_of(m) else None) for m in MODELS}
+        found = {m: v.score_of(m) for m in MODELS}
+        scores: dict[str, float | None] = {m: (s.score if s else None) for m, s in found.items()}
         scores["fused"] = v.fused
         images.append({"path": str(path), "label": label, "defect_type": None if dtype == "good" else dtype,
-                       "scores": scores, "raw": {m: (v.score_of(m).raw if v.score_of(m) else None) for m in MODELS},
+                       "scores": scores, "raw": {m: (s.raw if s else None) for m, s in found.items()},
                        "verdict": v.decision.value, "reasons": [x.value for x in v.reasons],
                        "latency_ms": round(r.latency_ms, 2)})
         labels.append(1 if label == "defect" else 0)

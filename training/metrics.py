@@ -31,7 +31,7 @@ def _binary_labels(labels: Iterable) -> np.ndarray:
     return np.asarray(out, dtype=np.int8)
 
 
-def image_auroc(labels: Sequence, scores: Sequence[float]) -> float:
+def image_auroc(labels: Sequence | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
     """Image-level ROC AUC; nan when only one class is present."""
     y = _binary_labels(labels)
     s = np.asarray(scores, dtype=np.float64)

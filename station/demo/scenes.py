@@ -82,8 +82,8 @@ def _soft_shadow(h: int, w: int, pts, offset, sigma: float) -> np.ndarray:
     f = 4
     small = np.zeros((-(-h // f), -(-w // f)), np.uint8)
     _fill_poly(small, (np.asarray(pts) + offset) / f)
-    small = cv2.GaussianBlur(small, (0, 0), max(sigma / f, 0.6))
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    blurred = cv2.GaussianBlur(small, (0, 0), max(sigma / f, 0.6))
+    return cv2.resize(blurred, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def _smooth_noise(rng: np.random.Generator, shape, sigma, amplitude: float) -> np.ndarray:
@@ -237,9 +237,9 @@ def _rod_outline(cx: float, cy: float, half_len: float, r: float, grooves, gw: f
         top += [(x - gw / 2, cy - r), (x - gw / 2 + d / 2, cy - r + d),
                 (x + gw / 2 - d / 2, cy - r + d), (x + gw / 2, cy - r)]
     top += [(cx + half_len - c, cy - r), (cx + half_len, cy - r + c)]
-    top = np.array(top)
-    bottom = top[::-1] * (1, -1) + (0, 2 * cy)
-    return np.concatenate([top, bottom])
+    upper = np.array(top)
+    bottom = upper[::-1] * (1, -1) + (0, 2 * cy)
+    return np.concatenate([upper, bottom])
 
 
 def _draw_rod(a: dict, rng: np.random.Generator, h: int, w: int) -> _Scene:
