@@ -26,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -34,10 +34,11 @@ import torch
 
 from . import autoconfig, heldout, preprocess, selfcheck
 from .backbone import DEFAULT_BACKBONE, weights_digest
-from .calibration import DEFAULT_BUDGET, DEFAULT_REVIEW_BUDGET, check_budgets, fit_threshold, tradeoff
+from .calibration import DEFAULT_BUDGET, DEFAULT_REVIEW_BUDGET, check_budgets, fit_threshold
 from .coreset import Cancelled
 from .features import Embedding, FeatureExtractor
-from .fitting import classifier_probabilities, train_classifier
+from .fitting import fit_classifier
+from .networks import DefectClassifier
 from .gaussian import block_size
 from .images import ImageError, encode_png, load_image, to_rgb8
 from .patchcore import POSITION_WEIGHT
@@ -261,9 +262,12 @@ def train_recipe(
 
     # 7. classifier -------------------------------------------------------------------------
     clock.stage(6)
-    clf, clf_summary = None, {}
+    clf: DefectClassifier | None = None
+    clf_summary: dict[str, Any] = {}
     if len(defect_feats) >= 2:
-        clf, clf_summary = _train_classifier(feats, defect_feats, projection.variances, config, clock)
+        clf, clf_summary = fit_classifier(feats, defect_feats, projection.variances, seed=config.seed,
+                                          false_reject_budget=config.false_reject_budget,
+                                          review_budget=config.review_budget, tick=clock.tick, cancel=clock.cancel)
 
     # 8. calibration and the synthetic-defect check -------------------------------------------
     clock.stage(7)
@@ -357,46 +361,6 @@ def train_recipe(
         },
     }
     return Recipe(manifest=manifest, tensors=tensors, onnx={}, reference_png=reference_png)
-
-
-def _common_crop(maps: Sequence[np.ndarray]) -> np.ndarray:
-    """Feature maps of possibly different sizes (free framing) centre-cropped to a common size."""
-    h = min(m.shape[1] for m in maps)
-    w = min(m.shape[2] for m in maps)
-    out = []
-    for m in maps:
-        y0, x0 = (m.shape[1] - h) // 2, (m.shape[2] - w) // 2
-        out.append(m[:, y0 : y0 + h, x0 : x0 + w])
-    return np.stack(out)
-
-
-def _train_classifier(feats, defect_feats, variances, config: TrainConfig, clock: _Clock):
-    """k-fold out-of-fold probabilities (for calibration), then the final head on everything."""
-    both = _common_crop(list(feats) + list(defect_feats))
-    good, bad = both[: len(feats)], both[len(feats):]
-    rng = np.random.default_rng(config.seed + 1)
-    k = int(min(5, len(bad)))
-    g_fold = rng.permutation(len(good)) % k
-    b_fold = rng.permutation(len(bad)) % k
-    g_oof = np.empty(len(good), dtype=np.float32)
-    b_oof = np.empty(len(bad), dtype=np.float32)
-    for f in range(k):
-        m = train_classifier(good[g_fold != f], bad[b_fold != f], variances, seed=config.seed + f, cancel=clock.cancel)
-        g_oof[g_fold == f] = classifier_probabilities(m, good[g_fold == f])
-        b_oof[b_fold == f] = classifier_probabilities(m, bad[b_fold == f])
-        clock.tick((f + 1) / (k + 1))
-    clf = train_classifier(good, bad, variances, seed=config.seed, cancel=clock.cancel)
-    grid = sorted({float(v) for v in np.quantile(np.concatenate([g_oof, b_oof]), np.linspace(0, 1, 21))})
-    thr = fit_threshold(np.maximum(g_oof, 1e-6), config.false_reject_budget, config.review_budget, seed=config.seed)
-    summary = {
-        "good_scores": g_oof,
-        "defect_scores": b_oof,
-        "folds": k,
-        "recall_at_fail_limit": float(np.mean(b_oof >= thr.value)),
-        "recall_at_pass_limit": float(np.mean(b_oof >= thr.pass_limit)),
-        "tradeoff": tradeoff(g_oof, b_oof, grid),
-    }
-    return clf, summary
 
 
 def _jsonable(obj):

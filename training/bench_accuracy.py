@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from training.bench import machine, write_section
+from training.bench_report import machine, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = ROOT.parent / "shared" / "datasets"

@@ -7,11 +7,10 @@
 """
 from __future__ import annotations
 
-from typing import Any
-
 import os
 import sys
 import time
+from typing import Any
 
 import numpy as np
 

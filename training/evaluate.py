@@ -13,10 +13,9 @@ masks report image figures only.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
