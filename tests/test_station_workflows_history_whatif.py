@@ -138,12 +138,12 @@ def test_whatif_dialog_counts_and_apply_makes_new_version(qtbot, ctx, tiny_recip
     try:
         qtbot.waitUntil(lambda: dlg.recipe is not None and not dlg.busy(), timeout=10000)
         assert dlg.recipe.version == 2 and len(dlg.records) == 5 and dlg.model() == "fused"
-        assert dlg.result.changed == 0 and not dlg.apply_button.isEnabled()
+        assert dlg.simulated.changed == 0 and not dlg.apply_button.isEnabled()
         assert dlg.fail_budget.value() == 200 and dlg.review_budget.value() == 10
         dlg.slider.setValue(120)
         assert dlg.factor() == pytest.approx(1.2)
-        qtbot.waitUntil(lambda: not dlg.busy() and dlg.result.factor == pytest.approx(1.2), timeout=10000)
-        r = dlg.result
+        qtbot.waitUntil(lambda: not dlg.busy() and dlg.simulated.factor == pytest.approx(1.2), timeout=10000)
+        r = dlg.simulated
         assert dict(r.transitions) == {("REVIEW", "PASS"): 1, ("FAIL", "PASS"): 1}
         assert dlg.table.rowCount() == 2
         cells = {(dlg.table.item(i, 0).text(), dlg.table.item(i, 1).text()): dlg.table.item(i, 2).text()

@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import cast
 
 log = logging.getLogger("station")
 
@@ -54,7 +55,7 @@ def setup_logging(log_dir: Path) -> Path:
     stream = logging.StreamHandler(sys.stderr)
     for h in (file_handler, stream):
         h.setFormatter(fmt)
-        h._station = True
+        setattr(h, "_station", True)  # marks the handlers this function replaces on a second call
         root.addHandler(h)
     stream.setLevel(logging.WARNING)
     root.setLevel(logging.INFO)
@@ -125,7 +126,8 @@ def make_application(argv: list[str] | None = None):
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
-    app = QApplication.instance() or QApplication(argv or [sys.argv[0] if sys.argv else "station"])
+    existing = cast("QApplication | None", QApplication.instance())  # the station only ever makes a QApplication
+    app = existing or QApplication(argv or [sys.argv[0] if sys.argv else "station"])
     app.setOrganizationName(ORGANISATION)
     app.setOrganizationDomain("inspection-station.local")
     app.setApplicationName(APPLICATION)

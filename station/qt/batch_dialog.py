@@ -317,9 +317,17 @@ class BatchDialog(QDialog):
         if self._export is not None:
             return
         self._export = Task(fn)
-        self._export.succeeded.connect(lambda n: (self._say(f"Wrote {n} rows to {path}", "ok"), self.exported.emit(path)))
-        self._export.failed.connect(lambda msg: (log.error("Export to %s failed: %s", path, msg),
-                                                 self._say(f"The file was NOT written: {msg}", "error")))
+
+        def succeeded(n: int) -> None:
+            self._say(f"Wrote {n} rows to {path}", "ok")
+            self.exported.emit(path)
+
+        def failed(msg: str) -> None:
+            log.error("Export to %s failed: %s", path, msg)
+            self._say(f"The file was NOT written: {msg}", "error")
+
+        self._export.succeeded.connect(succeeded)
+        self._export.failed.connect(failed)
         self._export.finished.connect(self._export_finished)
         self._export.start()
         self._update_buttons()

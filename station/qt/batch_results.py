@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import cast
 
-from PySide6.QtCore import QModelIndex, QObject, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtCore import QModelIndex, QObject, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QBrush, QPixmap, QPixmapCache
 
 from core.engine import Inspector
@@ -76,7 +77,7 @@ class BatchTableModel(ColumnsTableModel):
     def has_model(self, model: str) -> bool:
         return any(model in r.scores for r in self.rows)
 
-    def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
+    def data(self, index: QModelIndex | QPersistentModelIndex, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
         r, c = self.rows[index.row()], index.column()
@@ -129,8 +130,8 @@ class BatchTableModel(ColumnsTableModel):
         if not r.thumbnail:
             return None
         key = self._key + str(r.index)
-        pm = QPixmapCache.find(key)
-        if pm is None or pm.isNull():
+        pm = QPixmap()
+        if not QPixmapCache.find(key, pm) or pm.isNull():  # the stubs lack the one-argument find(str)
             pm = QPixmap()
             pm.loadFromData(r.thumbnail, "PNG")
             QPixmapCache.insert(key, pm)
@@ -162,7 +163,7 @@ class BatchFilterProxy(QSortFilterProxyModel):
             self.invalidateFilter()
 
     def filterAcceptsRow(self, source_row: int, source_parent) -> bool:  # noqa: N802
-        r = self.sourceModel().rows[source_row]
+        r = cast(BatchTableModel, self.sourceModel()).rows[source_row]  # the dialog's model, always
         if self._verdict == "ERROR" and not r.error:
             return False
         if self._verdict and self._verdict != "ERROR" and r.verdict != self._verdict:

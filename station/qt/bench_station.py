@@ -228,6 +228,7 @@ def run(duration: float = 60.0, presses: int = 50, data_dir: str | None = None, 
         if not _wait_until(lambda: p.ready, timeout_s=900, poll_ms=200):
             raise RuntimeError("the demo recipe did not become ready: " + p.state)
         out["ready_after_s"] = time.perf_counter() - t0
+        assert p.loaded is not None  # p.ready
         say(f"recipe {p.current_recipe.label} ready after {out['ready_after_s']:.1f} s "
             f"({p.loaded.backend}, {p.inference.threads} inference thread(s))")
         _spin(warmup * 1000)
@@ -365,7 +366,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = run(args.duration, args.presses, args.data_dir, args.fps, calibration_parts=args.calibrate)
     if args.out:
-        from training.bench import machine, write_section
+        from training.bench_report import machine, write_section
 
         command = "python -m station.qt.bench_station " + " ".join(argv if argv is not None else sys.argv[1:])
         write_section(Path(args.out), markdown(out, machine(), command), STATION_START, STATION_END)

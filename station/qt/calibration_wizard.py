@@ -69,13 +69,13 @@ class ProductPage(QWizardPage):
         for key, text in RESOLUTIONS:
             self.resolution.addItem(text, key)
         self.resolution.setCurrentIndex([k for k, _ in RESOLUTIONS].index(wizard.base_config.resolution))
-        self.size = QComboBox()
+        self.size_combo = QComboBox()  # not "size": that would hide QWidget.size()
         sizes = sorted(set(SIZES) | {int(wizard.base_config.size)})
         for s in sizes:
-            self.size.addItem(f"{s} px" + ("  (recommended)" if s == 256 else "") +
-                              ("  (faster, for small parts)" if s < 256 else "") +
-                              ("  (finer detail, slower)" if s > 256 else ""), s)
-        self.size.setCurrentIndex(sizes.index(int(wizard.base_config.size)))
+            self.size_combo.addItem(f"{s} px" + ("  (recommended)" if s == 256 else "") +
+                                    ("  (faster, for small parts)" if s < 256 else "") +
+                                    ("  (finer detail, slower)" if s > 256 else ""), s)
+        self.size_combo.setCurrentIndex(sizes.index(int(wizard.base_config.size)))
         budget = round(1.0 / wizard.base_config.false_reject_budget)
         self.budget.setCurrentIndex(BUDGETS.index(budget) if budget in BUDGETS else 1)
         review = round(1.0 / wizard.base_config.review_budget)
@@ -85,7 +85,7 @@ class ProductPage(QWizardPage):
         form.addRow("", self.message)
         form.addRow("Good parts rejected (FAIL):", self.budget)
         form.addRow("Good parts sent to REVIEW:", self.review_budget)
-        form.addRow("Working size:", self.size)
+        form.addRow("Working size:", self.size_combo)
         form.addRow("Resolution:", self.resolution)
 
     def product(self) -> str:
@@ -101,7 +101,7 @@ class ProductPage(QWizardPage):
         return str(self.resolution.currentData())
 
     def size_value(self) -> int:
-        return int(self.size.currentData())
+        return int(self.size_combo.currentData())
 
     def _check(self) -> None:
         name = self.product()
@@ -161,7 +161,7 @@ class RegionPage(QWizardPage):
         self._loader = LatestRunner(self)
         self._loader.succeeded.connect(self._loaded)
         self._loader.failed.connect(lambda _k, msg: self.summary.setText(f"The reference picture cannot be shown: {msg}"))
-        self._reference_key = None
+        self._reference_key: tuple[str, object] | None = None  # ("frame", id) or ("file", path) shown
 
     def busy(self) -> bool:
         return self._loader.busy()
@@ -172,6 +172,7 @@ class RegionPage(QWizardPage):
     def initializePage(self) -> None:  # noqa: N802
         collect = self.wiz.collect_page
         images = collect.images()
+        key: tuple[str, object]
         if collect.using_camera() and collect.reference_frame is not None:
             key, frame = ("frame", id(collect.reference_frame)), collect.reference_frame
             job = lambda progress, cancelled: frame  # noqa: E731
@@ -388,6 +389,7 @@ class CalibrationWizard(QWizard):
 
     def _saved(self, path) -> None:
         recipe = self.train_page.recipe
+        assert recipe is not None  # accept() saves only a trained recipe; the pages are locked meanwhile
         self.saved_path = Path(path)
         log.info("Saved recipe %s to %s", recipe.label, path)
         self.recipe_saved.emit(recipe.product, recipe.version)

@@ -152,7 +152,7 @@ class CaptureController(QObject):
         self._stop_event: threading.Event | None = None
         self._retiring: dict[QThread, tuple] = {}  # replaced sources still finishing
         self.source = None
-        self.state = SourceState.STOPPED
+        self.state: str = SourceState.STOPPED  # a SourceState value (a plain str once it came through a signal)
 
     def start(self, source) -> None:
         """Capture from ``source``. A running source is told to stop and left to finish on its own
@@ -174,6 +174,7 @@ class CaptureController(QObject):
     def _retire(self) -> None:
         if self._thread is None:
             return
+        assert self._stop_event is not None  # set together with _thread in start()
         self._stop_event.set()
         self._thread.quit()
         if self._thread.isRunning():

@@ -11,8 +11,9 @@ import datetime as _dt
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
-from PySide6.QtCore import QDate, QModelIndex, QObject, Qt, QTimer, Signal, Slot
+from PySide6.QtCore import QDate, QModelIndex, QObject, QPersistentModelIndex, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QBrush, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QDateEdit, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableView,
@@ -55,8 +56,8 @@ class HistoryFilter:
 
 def history_page(store: ResultsStore, f: HistoryFilter, page: int, page_size: int = PAGE_SIZE) -> tuple[list[StoredInspection], bool]:
     """One page of matching inspections, newest first, and whether there is a next page."""
-    kw = dict(since=f.since, until=f.until, recipe=f.recipe, recipe_version=f.version, newest_first=True,
-              decisions=[f.verdict] if f.verdict and f.verdict != "ERROR" else None)
+    kw: dict[str, Any] = dict(since=f.since, until=f.until, recipe=f.recipe, recipe_version=f.version,
+                              newest_first=True, decisions=[f.verdict] if f.verdict and f.verdict != "ERROR" else None)
     start = page * page_size
     if f.verdict != "ERROR" and f.review == "any":  # the store filters everything itself
         rows = store.query_inspections(limit=page_size + 1, offset=start, **kw)
@@ -91,7 +92,7 @@ class HistoryModel(ColumnsTableModel):
         self.records = records
         self.endResetModel()
 
-    def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
+    def data(self, index: QModelIndex | QPersistentModelIndex, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
         r, c = self.records[index.row()], index.column()
@@ -240,17 +241,17 @@ class HistoryWidget(QWidget):
             self.recipe_combo.blockSignals(True)
             self.recipe_combo.setCurrentIndex(max(0, self.recipe_combo.findData(tuple(recipe))))
             self.recipe_combo.blockSignals(False)
-        for edit, value in ((self.from_date, since), (self.to_date, until)):
-            if value is not None:
+        for edit, day in ((self.from_date, since), (self.to_date, until)):
+            if day is not None:
                 edit.blockSignals(True)
-                edit.setDate(value)
+                edit.setDate(day)
                 edit.blockSignals(False)
         self._filters_changed()
 
     def busy(self) -> bool:
         return self._runner.busy()
 
-    def records(self) -> list[dict]:
+    def records(self) -> list[StoredInspection]:
         return list(self.model.records)
 
     @Slot()
@@ -335,5 +336,6 @@ class HistoryWidget(QWidget):
             self.status.setText("The image of this part was not kept, so it cannot be shown.")
             self.status.setStyleSheet(status_style("warn"))
             return
+        assert record.id is not None  # read from the store, which numbers every row
         self.part_opened.emit(int(record.id))
         PartViewer(self.context, record, self).open()

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal
@@ -30,13 +30,17 @@ from core.runtime import tune_for_inference
 from station.mailbox import CONTINUOUS, InferenceInbox, RecordPolicy
 from station.recording import Recorder
 
+if TYPE_CHECKING:
+    from core.engine import Inspector
+    from core.recipe import Recipe
+
 log = logging.getLogger(__name__)
 
 NICE = 4  # the inference thread's nice value (Linux), above the UI thread's 0
 ERROR_REPEAT_S = 10.0  # the same error message reaches the window at most once per this period
 
 
-_BLAS = []
+_BLAS: list[Any] = []  # [threadpoolctl.ThreadpoolController or None] once scanned
 
 
 def blas_controller():
@@ -83,7 +87,7 @@ class InspectionResult:
 class LoadedRecipe:
     """A recipe the worker has built an Inspector for (its thresholds are now in force)."""
 
-    recipe: object  # core.recipe.Recipe (read-only from here on)
+    recipe: Recipe  # read-only from here on
     backend: str
     fallback_reason: str | None
     seconds: float
@@ -119,7 +123,7 @@ class InferenceWorker(QObject):
         self._recorder = recorder
         self._factory = factory
         self._threads = threads
-        self._inspector = None
+        self._inspector: Inspector | None = None
         self._limits = None
         self._reported: dict[str, float] = {}
 
@@ -136,6 +140,7 @@ class InferenceWorker(QObject):
                 if job.kind == "recipe":
                     self._load(job.recipe)
                 else:
+                    assert job.frame is not None  # a "frame" job always carries its frame
                     self._inspect(job.frame, job.trigger_id)
         except Exception as exc:  # noqa: BLE001 - the loop itself broke: say so, log it all
             log.exception("The inspection worker stopped")
@@ -188,7 +193,9 @@ class InferenceWorker(QObject):
     def _inspect(self, frame: Frame, trigger_id: int | None) -> None:
         taken = time.perf_counter()
         try:
-            inspection = self._inspector.inspect(frame.image, source=frame.source, frame_id=frame.frame_id)
+            inspector = self._inspector
+            assert inspector is not None  # next_job(ready=...) hands out frames only once there is one
+            inspection = inspector.inspect(frame.image, source=frame.source, frame_id=frame.frame_id)
             amap = inspection.maps.get("patchcore")
             shown = frame.image if amap is None else overlay.blend(
                 frame.image, amap, inspection.region, inspection.decision.value)

@@ -11,6 +11,7 @@ for an inspection through ``inspect_requested``; menus, the status bar and dialo
 from __future__ import annotations
 
 import time
+from typing import TypedDict
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
@@ -20,7 +21,7 @@ from station.mailbox import TRIGGERED
 from station.qt.charts import ScoreCharts
 from station.qt.inference import InspectionResult, LoadedRecipe
 from station.qt.live import LivePipeline
-from station.qt.widgets import AlertBar, ImageView, ScorePanel, ShiftPanel, TaskBar, VerdictBanner
+from station.qt.widgets import AlertBar, ImageView, ScorePanel, ShiftPanel, TaskBar, VerdictBanner, named
 from station.wording import action as verdict_action
 from station.wording import explain, headline
 
@@ -30,16 +31,26 @@ CONTINUOUS_PANEL_MS = 66  # continuous mode: verdict panel refresh period (coale
 COUNTERS_MS = 250  # shift counters refresh period (coalesced)
 
 
+class _Stats(TypedDict):
+    """What ``take_stats`` reports on, since its last call."""
+
+    t: float  # time.perf_counter() then
+    shown: int  # the live view's frames_shown then
+    inspected: int
+    latency: list[float]  # ms, per inspection
+
+
 class LiveTab(QWidget):
     inspect_requested = Signal()  # the Inspect button
 
     def __init__(self, pipeline: LivePipeline, parent: QWidget | None = None):
-        super().__init__(parent, objectName="liveTab")
+        super().__init__(parent)
+        self.setObjectName("liveTab")
         self.pipeline = pipeline
         self.latest: InspectionResult | None = None
         self.show_heatmap = True
         self.inspections_seen = 0
-        self._stats = {"t": time.perf_counter(), "shown": 0, "inspected": 0, "latency": []}
+        self._stats: _Stats = {"t": time.perf_counter(), "shown": 0, "inspected": 0, "latency": []}
         self._apply_timer = QTimer(self, singleShot=True, interval=0)
         self._apply_timer.timeout.connect(self.apply_latest)
         self._shift = None
@@ -60,16 +71,16 @@ class LiveTab(QWidget):
         self.views.addWidget(self.live_view)
         self.views.addWidget(self.inspected_view)
 
-        self.recipe_label = QLabel("Recipe: —", objectName="recipeLabel")
+        self.recipe_label = named(QLabel("Recipe: —"), "recipeLabel")
         self.recipe_label.setWordWrap(True)
         self.scores = ScorePanel()
         self.shift_panel = ShiftPanel()
-        self.inspect_button = QPushButton("Inspect  (Space)", objectName="inspectButton")
+        self.inspect_button = named(QPushButton("Inspect  (Space)"), "inspectButton")
         self.inspect_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.inspect_button.clicked.connect(self.inspect_requested)
-        self.mode_label = QLabel("", objectName="modeLabel")
+        self.mode_label = named(QLabel(""), "modeLabel")
         self.mode_label.setWordWrap(True)
-        side = QWidget(objectName="sidePanel")
+        side = named(QWidget(), "sidePanel")
         col = QVBoxLayout(side)
         col.setContentsMargins(0, 0, 0, 0)
         col.addWidget(self.recipe_label)

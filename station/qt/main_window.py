@@ -5,6 +5,7 @@ listen to ``window.pipeline`` (see ``station.qt.live.LivePipeline``).
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
@@ -362,7 +363,11 @@ class MainWindow(QMainWindow):
                           "Start a new shift? The counters go back to zero (the results stay stored).",
                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
         box.setDefaultButton(QMessageBox.StandardButton.No)
-        box.finished.connect(lambda r: r == QMessageBox.StandardButton.Yes and self.reset_shift())
+        def answered(r: int) -> None:
+            if r == QMessageBox.StandardButton.Yes:
+                self.reset_shift()
+
+        box.finished.connect(answered)
         self._keep(box)
         box.open()
 
@@ -408,7 +413,7 @@ class MainWindow(QMainWindow):
             state = s.value(f"splitters/{splitter.objectName()}")
             if state is not None and (not splitter.restoreState(state) or min(splitter.sizes() or [0]) <= 0):
                 splitter.restoreState(default)  # an unusable saved layout: keep the default
-        self.live.show_heatmap = s.value("view/heatmap", True, type=bool)
+        self.live.show_heatmap = cast(bool, s.value("view/heatmap", True, type=bool))
         self.heatmap_action.setChecked(self.live.show_heatmap)
 
     def _save_ui_state(self) -> None:

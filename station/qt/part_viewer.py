@@ -147,10 +147,11 @@ class PartView(QWidget):
 
     images_loaded = Signal()
 
-    def __init__(self, parent: QWidget | None = None, loader: Callable[[dict], PartImages] = load_part_images):
+    def __init__(self, parent: QWidget | None = None,
+                 loader: Callable[[StoredInspection], PartImages] = load_part_images):
         super().__init__(parent)
         self._loader = loader
-        self._record: dict | None = None
+        self._record: StoredInspection | None = None
         self.verdict_label = QLabel()
         scale_font(self.verdict_label, 1.8, bold=True)
         self.title_label = QLabel()
@@ -185,7 +186,7 @@ class PartView(QWidget):
         self._runner.failed.connect(self._on_failed)
 
     # -- public -------------------------------------------------------------------------------
-    def record(self) -> dict | None:
+    def record(self) -> StoredInspection | None:
         return self._record
 
     def busy(self) -> bool:

@@ -191,7 +191,8 @@ class ReviewQueueWidget(QWidget):
         if rec is None or rec.review or not self._queued(rec.verdict):
             return
         self._append(rec)
-        if self.list.currentRow() < 0 or self.current_record().id in self._decided:
+        current = self.current_record()  # None exactly when no row is current
+        if current is None or current.id in self._decided:
             self._select(self.list.count() - 1)
         self._update_products()
         self._update_count()
@@ -211,6 +212,7 @@ class ReviewQueueWidget(QWidget):
             self._say("There is no part waiting for a decision.", "info")
             return
         note = self.note.text().strip()
+        assert rec.id is not None  # queued records are read from the store, which numbers every row
         before = self._decided.get(rec.id)
         self._decided[rec.id] = label
         self._unwritten.append((rec.id, before))
@@ -330,7 +332,7 @@ class ReviewQueueWidget(QWidget):
         reasons = record_in_words(replace(rec, reasons=rec.reasons[:1]), detail=False)
         text = f"{local_time(rec.ts)[11:]}  {rec.verdict}  ·  {rec.recipe} v{rec.recipe_version}"
         text += f"\n{reasons[0] if reasons else ''}"
-        label = self._decided.get(rec.id)
+        label = self._decided.get(rec.id) if rec.id is not None else None
         if label:
             item.setText(f"✓ {LABELS[label]} — " + text)
             item.setForeground(QBrush(ERROR_COLOUR))

@@ -120,8 +120,10 @@ class SettingsDialog(QDialog):
         row = QHBoxLayout()
         row.addWidget(self.camera, 1)
         row.addWidget(self.probe_button)
-        self.cam_w = QSpinBox(minimum=0, maximum=8192, value=int(s.camera_width), specialValueText="camera default")
-        self.cam_h = QSpinBox(minimum=0, maximum=8192, value=int(s.camera_height), specialValueText="camera default")
+        self.cam_w = QSpinBox(minimum=0, maximum=8192, value=int(s.camera_width))
+        self.cam_h = QSpinBox(minimum=0, maximum=8192, value=int(s.camera_height))
+        for box in (self.cam_w, self.cam_h):  # a QAbstractSpinBox property: not a QSpinBox keyword in the stubs
+            box.setSpecialValueText("camera default")
         self.auto_exposure = QCheckBox("Automatic exposure")
         self.auto_exposure.setChecked(s.camera_exposure is None)
         self.exposure = QDoubleSpinBox(minimum=-20, maximum=100000, decimals=2,

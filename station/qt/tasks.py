@@ -67,8 +67,8 @@ class Task(QObject):
         self._runner = _Runner(fn, self._cancel)
         self._runner.moveToThread(self._thread)
         self._thread.started.connect(self._runner.run)
-        for sig in ("progressed", "succeeded", "failed", "cancelled"):
-            getattr(self._runner, sig).connect(getattr(self, sig))
+        for name in ("progressed", "succeeded", "failed", "cancelled"):
+            getattr(self._runner, name).connect(getattr(self, name))
         for sig in (self._runner.succeeded, self._runner.failed, self._runner.cancelled):
             sig.connect(self._thread.quit)
         self._thread.finished.connect(self.finished)

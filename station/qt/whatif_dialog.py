@@ -41,7 +41,7 @@ class WhatIfDialog(QDialog):
         self.version = version if version is not None else (s.active_version if self.product == s.active_product else 0)
         self.recipe: Recipe | None = None
         self.records: list[StoredScores] = []
-        self.result: WhatIfResult | None = None
+        self.simulated: WhatIfResult | None = None  # the newest simulation
         self._saver: Task | None = None
 
         self.recipe_label = QLabel("Loading…")
@@ -166,6 +166,7 @@ class WhatIfDialog(QDialog):
     def limits(self) -> tuple[dict[str, Threshold], Fusion | None]:
         """The limits the dialog shows: from the budgets (when changed), the chosen score scaled."""
         recipe = self.recipe
+        assert recipe is not None  # every caller checks self.recipe first (or runs after it was loaded)
         if self.budgets_changed():
             try:
                 thresholds, fusion = budget_limits(recipe, *self.budgets())
@@ -177,7 +178,10 @@ class WhatIfDialog(QDialog):
 
     def new_threshold(self) -> Threshold:
         thresholds, fusion = self.limits()
-        return fusion.threshold if self.model() == "fused" else thresholds[self.model()]
+        if self.model() == "fused":
+            assert fusion is not None and fusion.threshold is not None  # "fused" is offered only then
+            return fusion.threshold
+        return thresholds[self.model()]
 
     def changed(self) -> bool:
         return self.budgets_changed() or abs(self.factor() - 1.0) > 1e-9
@@ -199,8 +203,12 @@ class WhatIfDialog(QDialog):
         root = self.context.recipes_root
         self._saver = Task(lambda progress, cancelled: (new.save(root), new.version)[1])
         self._saver.succeeded.connect(self._saved)
-        self._saver.failed.connect(lambda msg: (log.error("What-if apply failed: %s", msg),
-                                                self._say(f"The new version was NOT saved: {msg}", "error")))
+
+        def failed(msg: str) -> None:
+            log.error("What-if apply failed: %s", msg)
+            self._say(f"The new version was NOT saved: {msg}", "error")
+
+        self._saver.failed.connect(failed)
         self._saver.finished.connect(self._save_finished)
         self.apply_button.setEnabled(False)
         self._say("Saving…")
@@ -238,7 +246,7 @@ class WhatIfDialog(QDialog):
                 box.blockSignals(False)
             self._model_changed()
         else:
-            self.result = value
+            self.simulated = value
             self._show(value)
 
     def _failed(self, key, message: str) -> None:
@@ -303,10 +311,12 @@ class WhatIfDialog(QDialog):
         self.apply_button.setEnabled(self._saver is None and self.changed())
 
     def _saved(self, version: int) -> None:
-        log.info("What-if: saved %s version %d", self.recipe.product, version)
-        self._say(f"Saved as {self.recipe.product} version {version}. Version {self.recipe.version} is kept as it "
+        recipe = self.recipe
+        assert recipe is not None  # apply() saves only with a recipe loaded
+        log.info("What-if: saved %s version %d", recipe.product, version)
+        self._say(f"Saved as {recipe.product} version {version}. Version {recipe.version} is kept as it "
                   "was; choose the version to inspect with in Recipe > Choose recipe (Ctrl+R).", "ok")
-        self.recipe_saved.emit(self.recipe.product, int(version))
+        self.recipe_saved.emit(recipe.product, int(version))
 
     def _save_finished(self) -> None:
         release_later(self._saver)

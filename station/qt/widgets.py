@@ -3,6 +3,7 @@ the alert bar and the long-action bar. Cheap to update: no numpy work per frame,
 from __future__ import annotations
 
 import time
+from typing import TypeVar
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRect, QRectF, QSize, Qt, Signal
@@ -19,6 +20,16 @@ COLOURS = {
     "PASS": QColor("#2e7d32"), "FAIL": QColor("#c62828"), "REVIEW": QColor("#ffb300"),
     "normal": QColor("#43a047"), "uncertain": QColor("#ffb300"), "defect": QColor("#e53935"),
 }
+
+
+_W = TypeVar("_W", bound=QWidget)
+
+
+def named(widget: _W, name: str) -> _W:
+    """``widget`` with its object name set (what ``objectName=`` in the constructor does; the style
+    sheet selects on it). PySide6's stubs list only a class's own properties as keywords."""
+    widget.setObjectName(name)
+    return widget
 
 
 def repolish(widget: QWidget) -> None:
@@ -257,11 +268,11 @@ class ScorePanel(QFrame):
         self._layout = QVBoxLayout(self)
         self._layout.setContentsMargins(10, 8, 10, 8)
         self._layout.setSpacing(6)
-        title = QLabel("Scores  (1.00 = limit)", objectName="panelTitle")
+        title = named(QLabel("Scores  (1.00 = limit)"), "panelTitle")
         self.setToolTip("Each model's score divided by its limit. Inside the shaded zone the model is "
                         "unsure and the part goes to REVIEW.")
         self._layout.addWidget(title)
-        note = QLabel("shaded: unsure zone, the part goes to review", objectName="panelNote")
+        note = named(QLabel("shaded: unsure zone, the part goes to review"), "panelNote")
         self._layout.addWidget(note)
         self.gauges: dict[str, ScoreGauge] = {}
 
@@ -294,8 +305,8 @@ class ShiftPanel(QFrame):
         grid.setContentsMargins(10, 8, 10, 8)
         grid.setHorizontalSpacing(12)
         grid.setVerticalSpacing(2)
-        self.title = QLabel("This shift", objectName="panelTitle")
-        self.reset_button = QPushButton("Reset shift", objectName="smallButton")
+        self.title = named(QLabel("This shift"), "panelTitle")
+        self.reset_button = named(QPushButton("Reset shift"), "smallButton")
         self.reset_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.reset_button.clicked.connect(self.reset_requested)
         grid.addWidget(self.title, 0, 0, 1, 2)
@@ -305,14 +316,14 @@ class ShiftPanel(QFrame):
                  ("failed", "Fail", "FAIL", 1, 2, 1), ("review", "Review", "REVIEW", 3, 0, 1),
                  ("yield", "Yield (pass share)", None, 3, 1, 2)]
         for key, text, verdict, row, col, span in cells:
-            value = QLabel("0", objectName="counterValue")
+            value = named(QLabel("0"), "counterValue")
             if verdict:
                 value.setProperty("verdict", verdict)
             value.setProperty("long", False)
             value.setAlignment(Qt.AlignmentFlag.AlignCenter)
             value.setMinimumWidth(60)
             value.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-            label = QLabel(text, objectName="counterLabel")
+            label = named(QLabel(text), "counterLabel")
             label.setAlignment(Qt.AlignmentFlag.AlignCenter)
             grid.addWidget(value, row, col, 1, span)
             grid.addWidget(label, row + 1, col, 1, span)
@@ -346,7 +357,7 @@ class AlertBar(QFrame):
         super().__init__(parent)
         self.setObjectName("alertBar")
         self.setProperty("level", "warning")
-        self.label = QLabel("", objectName="alertText")
+        self.label = named(QLabel(""), "alertText")
         self.label.setWordWrap(True)
         self.label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         dismiss = QPushButton("Dismiss")
@@ -382,8 +393,8 @@ class TaskBar(QFrame):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("taskBar")
-        self.title = QLabel("", objectName="taskTitle")
-        self.stage = QLabel("", objectName="taskStage")
+        self.title = named(QLabel(""), "taskTitle")
+        self.stage = named(QLabel(""), "taskStage")
         self.bar = QProgressBar()
         self.bar.setRange(0, 1000)
         self.bar.setTextVisible(False)

@@ -133,17 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     whatif.show()
     _wait(QTest, lambda: whatif.recipe is not None and not whatif.busy(), 60, "the what-if data")
     whatif.set_factor(0.8)
-    _wait(QTest, lambda: not whatif.busy() and whatif.result is not None and abs(whatif.result.factor - 0.8) < 1e-6,
+    _wait(QTest, lambda: not whatif.busy() and whatif.simulated is not None and abs(whatif.simulated.factor - 0.8) < 1e-6,
           60, "the what-if")
     QTest.qWait(200)
     _save(whatif, args.outdir / "whatif.png")
 
     # close everything and let Qt delete it while the application still exists
-    for w in (wiz, dlg, queue, hist, whatif):
-        if hasattr(w, "shutdown"):
-            w.shutdown()
-        w.close()
-        w.deleteLater()
+    for widget in (wiz, dlg, queue, hist, whatif):
+        if hasattr(widget, "shutdown"):
+            widget.shutdown()
+        widget.close()
+        widget.deleteLater()
     QTest.qWait(100)
     ctx.close()
     if not args.keep:
