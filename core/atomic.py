@@ -1,12 +1,15 @@
 """Files written whole or not at all: a temporary file in the same folder, fsync, rename.
 
 A crash (or a full disk) at any moment leaves either the old file or the complete new one, never
-half a file; no temporary file is left behind.
+half a file; no temporary file is left behind. The one place the project writes files durably:
+whole files (:func:`write_bytes_atomic`, :func:`copy_file_atomic`) and the pieces of a folder that
+is published by one rename (:func:`write_durable` and :func:`fsync_dir`, used by recipe saves).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -29,13 +32,44 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         raise
-    with contextlib.suppress(OSError, AttributeError):  # make the rename durable (POSIX only)
-        fd = os.open(target.parent, os.O_RDONLY)
+    fsync_dir(target.parent)
+    return target
+
+
+def copy_file_atomic(src: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Copy ``src`` to ``path`` atomically and durably (the copy is complete or absent)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name[:40]}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(target.parent)
+    return target
+
+
+def write_durable(path: str | os.PathLike, data: bytes) -> None:
+    """Write and fsync a file in place: for a file inside a temporary folder renamed as a whole."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make the entries of a folder (a rename into it) durable; a no-op where folders cannot be opened."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-    return target
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import write_bytes_atomic
+
 log = logging.getLogger(__name__)
 OPSET = 17
 
@@ -89,10 +91,7 @@ def raw_extractor_graph(backbone: str) -> bytes:
     _RAW_CACHE[key] = data
     if path is not None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            write_bytes_atomic(path, data)
         except OSError as exc:  # a read-only cache only costs time
             log.info("Could not cache %s: %s", path, exc)
     return data

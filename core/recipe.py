@@ -31,6 +31,7 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from .atomic import fsync_dir, write_durable
 from .calibration import Threshold
 
 SCHEMA_VERSION = 2  # 2: Gaussian second model, framing, PASS and FAIL limits, fusion
@@ -73,26 +74,6 @@ def _sha256(data: bytes) -> str:
 def _content_hash(manifest: dict) -> str:
     body = {k: v for k, v in manifest.items() if k != "content_hash"}
     return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - Windows cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def check_product_name(name: str) -> str:
@@ -277,7 +258,7 @@ class Recipe:
             if self.reference_png is not None:
                 files[REFERENCE] = self.reference_png
             for fname, data in files.items():
-                _fsync_write(tmp / fname, data)
+                write_durable(tmp / fname, data)
             while True:
                 version = next_version(root, product)
                 manifest = dict(self.manifest)
@@ -289,8 +270,8 @@ class Recipe:
                     files={fname: _sha256(data) for fname, data in sorted(files.items())},
                 )
                 manifest["content_hash"] = _content_hash(manifest)
-                _fsync_write(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
-                _fsync_dir(tmp)
+                write_durable(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+                fsync_dir(tmp)
                 target = product_dir / f"v{version:04d}"
                 try:
                     os.rename(tmp, target)  # atomic; fails if the target exists (a concurrent save)
@@ -299,7 +280,7 @@ class Recipe:
                         continue
                     raise
                 break
-            _fsync_dir(product_dir)
+            fsync_dir(product_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import uuid
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from core.atomic import copy_file_atomic
 from core.images import ImageError, list_images
 from core.recipe import Recipe
 from core.store import StoredInspection
@@ -46,16 +45,7 @@ def teach_back(context: StationContext, record: StoredInspection, label: str) ->
     folder = context.product_images(product, label)
     other = context.product_images(product, "defect" if label == "good" else "good")
     name = taught_name(record)
-    target = folder / name
-    tmp = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    target = copy_file_atomic(src, folder / name)
     stale = other / name
     if stale.exists():
         stale.unlink()

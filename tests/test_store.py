@@ -331,3 +331,22 @@ def test_closed_store_refuses_calls(tmp_path):
         s.add_inspection(make_inspection())
     with pytest.raises(StoreError, match="closed"):
         s.query_inspections()
+
+
+def test_atomic_copy_is_complete_or_absent(tmp_path, monkeypatch):
+    import os
+
+    from core.atomic import copy_file_atomic
+
+    src = tmp_path / "a.bin"
+    src.write_bytes(b"x" * 10_000)
+    dst = copy_file_atomic(src, tmp_path / "out" / "b.bin")
+    assert dst.read_bytes() == src.read_bytes()
+
+    def fail(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        copy_file_atomic(src, tmp_path / "out" / "c.bin")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.bin"]  # no half file, no temporary

@@ -6,6 +6,8 @@ import os
 import platform
 from pathlib import Path
 
+from core.atomic import write_text_atomic
+
 THREADS = 2  # every timed step of make bench runs on this many threads
 START, END = "<!-- bench:engine:start -->", "<!-- bench:engine:end -->"
 
@@ -119,6 +121,4 @@ def write_section(path: Path, section: str, start: str = START, end: str = END) 
         text = text[:a] + section + text[b:]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
