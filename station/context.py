@@ -37,12 +37,21 @@ class StationSettings:
     demo_kind: str = "bracket"
     demo_fps: float = 30.0
     demo_defect_rate: float = 0.3
-    mode: str = "continuous"  # "continuous" | "triggered"
+    mode: str = ""  # "continuous" | "triggered"; "" = the source's default (see live_mode)
     active_product: str = ""
     active_version: int = 0  # 0 = newest
     queue_fails: bool = False  # FAIL parts also land in the review queue
     keep_images: str = "review_fail"  # which inspected images are kept: "all" | "review_fail" | "none"
     operator: str = ""
+    one_record_per_part: bool = True  # continuous mode records a part once, when it settles
+
+    @property
+    def live_mode(self) -> str:
+        """The mode in force: the one chosen, else triggered for a camera (a part per Space, pedal or
+        PLC trigger) and continuous for the demo and a folder."""
+        if self.mode in ("continuous", "triggered"):
+            return self.mode
+        return "triggered" if self.source_kind == "camera" else "continuous"
 
     @classmethod
     def load(cls, path: Path) -> "StationSettings":

@@ -12,6 +12,7 @@ recording policy and stop. Qt-free, so it is unit-tested without threads of Qt's
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ class InferenceInbox:
             raise ValueError(f"mode must be one of {MODES}")
         with self._cond:
             self._mode = mode
-            self._policy = RecordPolicy(mode, self._policy.queue_fails, self._policy.keep_images, self._policy.enabled)
+            self._policy = dataclasses.replace(self._policy, mode=mode)
             if mode == CONTINUOUS:
                 self._trigger_id = None
             self._cond.notify_all()

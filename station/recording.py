@@ -39,6 +39,7 @@ class RecordPolicy:
     queue_fails: bool = False  # FAIL parts go to the review queue too: keep their images
     keep_images: str = "review_fail"  # "all" | "review_fail" | "none"
     enabled: bool = True  # False: nothing is written (screenshots, benchmarks of the UI only)
+    one_per_part: bool = True  # continuous mode: record a part once, when it settles (station.part_tracker)
 
     def keeps_images(self, decision: str) -> bool:
         """REVIEW images are always kept (the review queue shows them); FAIL ones when queued."""
@@ -53,9 +54,10 @@ class RecordPolicy:
     def from_settings(cls, settings, mode: str | None = None) -> "RecordPolicy":
         """The station's policy; ``mode``: the one to store (default the live mode of the settings)."""
         if mode is None:
-            mode = settings.mode if settings.mode in ("continuous", "triggered") else "continuous"
+            mode = settings.live_mode
         keep = settings.keep_images if settings.keep_images in KEEP_CHOICES else "review_fail"
-        return cls(mode=mode, queue_fails=bool(settings.queue_fails), keep_images=keep)
+        return cls(mode=mode, queue_fails=bool(settings.queue_fails), keep_images=keep,
+                   one_per_part=bool(getattr(settings, "one_record_per_part", True)))
 
 
 @dataclass(frozen=True)

@@ -141,14 +141,21 @@ class FolderSource:
 
 
 class DemoSource:
-    """The built-in demo camera: generated parts (``station.demo.PartGenerator``), each held for
-    ``part_seconds`` like a part lying under the camera, defective with probability ``defect_rate``."""
+    """The built-in demo camera: generated parts (``station.demo.PartGenerator``) passing under it
+    like parts on a bench, defective with probability ``defect_rate``.
+
+    Each part slides in over ``arrive_seconds``, lies still for ``part_seconds`` and is taken away;
+    the empty fixture shows for ``empty_seconds`` before the next one (``empty_seconds=0``: parts
+    follow each other directly, ``arrive_seconds=0``: they appear at once). Every frame carries its
+    own sensor noise (``noise`` grey levels, sigma), like a real camera, so no two frames are equal.
+    """
 
     kind = "demo"
 
     def __init__(self, kind: str = "bracket", fps: float = 30.0, defect_rate: float = 0.3,
-                 size: tuple[int, int] = DEMO_SIZE, seed: int = DEMO_SEED, part_seconds: float = 0.5,
-                 start: int = DEMO_START):
+                 size: tuple[int, int] = DEMO_SIZE, seed: int = DEMO_SEED, part_seconds: float = 1.5,
+                 start: int = DEMO_START, empty_seconds: float = 0.4, arrive_seconds: float = 0.2,
+                 noise: float = 2.0):
         if kind not in PART_KINDS:
             raise SourceError(f"Unknown demo part '{kind}'; choose one of {', '.join(PART_KINDS)}.")
         self.part_kind = kind
@@ -156,26 +163,61 @@ class DemoSource:
         self.defect_rate = min(1.0, max(0.0, float(defect_rate)))
         self.size, self.seed, self.start = size, seed, int(start)
         self.hold = max(1, int(round(part_seconds * self.fps)))
+        self.empty = max(0, int(round(empty_seconds * self.fps)))
+        self.arrive = max(0, int(round(arrive_seconds * self.fps)))
+        self.noise = max(0.0, float(noise))
         self.name = f"Demo {kind}"
+        self.parts_shown = 0  # parts that have come to rest under the camera
         self._stream: Iterator | None = None
         self._image: np.ndarray | None = None
+        self._fixture: np.ndarray | None = None
+        self._noise: list[np.ndarray] = []
         self._n = 0
+
+    @property
+    def cycle(self) -> int:
+        """Frames per part: empty fixture, arrival, at rest."""
+        return self.empty + self.arrive + self.hold
 
     def open(self) -> None:
         self._stream = PartGenerator(self.part_kind, self.size, self.seed).stream(self.defect_rate, self.start)
         self._n = 0
+        self.parts_shown = 0
+        self._image = self._fixture = None
+        rng = np.random.default_rng(self.seed)
+        h, w = self.size
+        self._noise = ([rng.normal(0.0, self.noise, (h, w, 1)).round().astype(np.int16) for _ in range(4)]
+                       if self.noise > 0 else [])
 
     def read(self) -> np.ndarray | None:
         if self._stream is None:
             return None
-        if self._n % self.hold == 0 or self._image is None:
+        k = self._n % self.cycle
+        if k == 0 or self._image is None:
             self._image = next(self._stream).image
+            # the empty fixture: the part's own surroundings, without the part
+            border = np.concatenate([self._image[0], self._image[-1], self._image[:, 0], self._image[:, -1]])
+            self._fixture = np.broadcast_to(np.median(border, axis=0).astype(np.uint8), self._image.shape)
+        assert self._fixture is not None
+        if k < self.empty:
+            frame = self._fixture
+        elif k < self.empty + self.arrive:  # sliding in from the left
+            shift = int(round(self._image.shape[1] * (self.empty + self.arrive - k) / (self.arrive + 1)))
+            frame = np.ascontiguousarray(self._fixture)
+            frame[:, shift:] = self._image[:, : frame.shape[1] - shift]
+        else:
+            if k == self.empty + self.arrive:
+                self.parts_shown += 1
+            frame = self._image
         self._n += 1
-        return self._image
+        if not self._noise:
+            return frame
+        noisy = frame.astype(np.int16) + self._noise[self._n % len(self._noise)]
+        return np.clip(noisy, 0, 255).astype(np.uint8)
 
     def close(self) -> None:
         self._stream = None
-        self._image = None
+        self._image = self._fixture = None
 
 
 class ArraySource:

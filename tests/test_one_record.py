@@ -51,8 +51,15 @@ def test_live_batch_and_cli_write_identical_rows_and_evidence(ctx, tiny_recipe_r
     try:
         live.inbox.request_recipe(recipe)
         qtbot.waitUntil(lambda: live.loaded is not None, timeout=60000)
-        live.inbox.put_frame(Frame(part.copy(), 1, time.time(), str(path)))
-        qtbot.waitUntil(lambda: bool(recorded), timeout=30000)
+        for frame_id in range(1, 200):  # the part lies under the camera until it is recorded (once it settles)
+            live.inbox.put_frame(Frame(part.copy(), frame_id, time.time(), str(path)))
+            qtbot.wait(30)
+            if recorded:
+                break
+        for frame_id in range(200, 215):  # the same part, still lying there: not recorded again
+            live.inbox.put_frame(Frame(part.copy(), frame_id, time.time(), str(path)))
+            qtbot.wait(30)
+        assert len(recorded) == 1
     finally:
         live.stop()
     live_rec = ctx.store.get_inspection(recorded[0])

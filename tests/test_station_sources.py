@@ -15,7 +15,8 @@ from station.sources import (ArraySource, CameraSource, DemoSource, FolderSource
 
 
 def test_demo_source_streams_rgb_parts_and_holds_each_part():
-    src = DemoSource("bracket", fps=20, defect_rate=0.5, size=(64, 64), part_seconds=0.1)
+    src = DemoSource("bracket", fps=20, defect_rate=0.5, size=(64, 64), part_seconds=0.1, empty_seconds=0,
+                     arrive_seconds=0, noise=0)
     src.open()
     imgs = [src.read() for _ in range(6)]
     src.close()
@@ -23,6 +24,21 @@ def test_demo_source_streams_rgb_parts_and_holds_each_part():
     assert src.hold == 2
     assert np.array_equal(imgs[0], imgs[1]) and not np.array_equal(imgs[1], imgs[2])
     assert src.read() is None  # closed
+
+
+def test_demo_parts_arrive_rest_and_leave_an_empty_fixture_with_noise_in_every_frame():
+    from station.part_tracker import difference, signature
+
+    src = DemoSource("bracket", fps=10, size=(128, 128), part_seconds=1.0, empty_seconds=0.3, arrive_seconds=0.2)
+    src.open()
+    assert (src.empty, src.arrive, src.hold, src.cycle) == (3, 2, 10, 15)
+    frames = [src.read() for _ in range(2 * src.cycle)]
+    assert src.parts_shown == 2
+    assert not np.array_equal(frames[6], frames[7])  # the same part at rest, other noise
+    sig = [signature(f) for f in frames]
+    assert difference(sig[6], sig[7]) < 1.0  # ... but the same scene
+    assert difference(sig[0], sig[6]) > 10  # the empty fixture against the part
+    assert np.ptp(frames[0].reshape(-1, 3).mean(1)) < 20  # the fixture is plain (noise only)
 
 
 def test_demo_source_rejects_unknown_parts_in_words():

@@ -27,6 +27,7 @@ from core import overlay
 from core.types import Frame, Inspection, frozen_array
 
 from core.runtime import tune_for_inference
+from station.part_tracker import Observation, PartEvent, PartTracker
 from station.mailbox import CONTINUOUS, InferenceInbox, RecordPolicy
 from station.recording import Recorder
 
@@ -78,6 +79,7 @@ class InspectionResult:
     overlay: np.ndarray  # RGB uint8, read-only: heatmap over frame.image, region outlined
     trigger_id: int | None = None  # the trigger this answers (triggered mode)
     taken_at: float = 0.0  # time.perf_counter() when the worker took the frame
+    part: Observation | None = None  # continuous mode: the part tracker's view (None: triggered)
 
     def __post_init__(self) -> None:
         frozen_array(self.overlay)
@@ -124,6 +126,7 @@ class InferenceWorker(QObject):
         self._factory = factory
         self._threads = threads
         self._inspector: Inspector | None = None
+        self._tracker = PartTracker()  # continuous mode: one record per part (station.part_tracker)
         self._limits = None
         self._reported: dict[str, float] = {}
 
@@ -185,6 +188,7 @@ class InferenceWorker(QObject):
             self.recipe_failed.emit(f"The recipe {label} cannot be used: {exc}")
             return
         self._inspector = inspector
+        self._tracker.reset()  # a new recipe judges the part under the camera again
         loaded = LoadedRecipe(recipe, getattr(inspector, "backend", "?"),
                               getattr(inspector, "fallback_reason", None), time.perf_counter() - t0)
         log.info("Inspector ready for %s (%s, %.1f s)", label, loaded.backend, loaded.seconds)
@@ -205,10 +209,13 @@ class InferenceWorker(QObject):
             self.inspection_failed.emit(-1 if trigger_id is None else trigger_id, message)
             self._report(message)
             return
-        self.inspection_ready.emit(InspectionResult(inspection, frame, shown, trigger_id, taken))
+        part = self._tracker.observe(frame.image, inspection) if trigger_id is None else None
+        self.inspection_ready.emit(InspectionResult(inspection, frame, shown, trigger_id, taken, part))
         policy = self._inbox.policy
         if self._recorder is None or not policy.enabled:
             return
+        if part is not None and policy.one_per_part and part.event is not PartEvent.NEW_PART:
+            return  # continuous mode: the part was recorded when it settled (or there is none)
         outcome = self._recorder.record(inspection, frame.image, policy, blended=shown)
         if outcome.inspection_id is not None:
             self.inspection_recorded.emit(outcome.inspection_id, inspection)

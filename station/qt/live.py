@@ -16,8 +16,8 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from station.qt.capture import CaptureController
 from station.context import StationContext
 from station.qt.inference import InferenceController, InspectionResult, LoadedRecipe
-from station.live_state import LiveState, LiveStateMachine, Shown
-from station.mailbox import CONTINUOUS, MODES, TRIGGERED
+from station.live_state import LiveState, LiveStateMachine, Shown, SourceState
+from station.mailbox import MODES, TRIGGERED
 from station.recording import Recorder, RecordPolicy
 from station.shift import ShiftCounters
 from station.sources import make_source
@@ -25,6 +25,7 @@ from station.qt.tasks import Task
 
 log = logging.getLogger(__name__)
 
+SOURCE_DOWN = (SourceState.LOST, SourceState.FAILED, SourceState.STOPPED)
 TRIGGER_PATIENCE_MS = 3000  # after this, "Inspecting…" says what it is waiting for
 
 
@@ -52,7 +53,7 @@ class LivePipeline(QObject):
         self.force_demo = force_demo
         self._source_factory = source_factory or (lambda s: make_source(s, force_demo=self.force_demo))
         s = context.settings
-        mode = s.mode if s.mode in MODES else CONTINUOUS
+        mode = s.live_mode
         policy = RecordPolicy.from_settings(s)
         if not record:
             policy = RecordPolicy(mode, policy.queue_fails, policy.keep_images, enabled=False)
@@ -73,6 +74,7 @@ class LivePipeline(QObject):
 
         self.capture.frame_captured.connect(self.frame_captured)
         self.capture.status_changed.connect(self.source_status_changed)
+        self.capture.status_changed.connect(self._on_source_status)
         inf = self.inference
         inf.inspection_ready.connect(self._on_ready)
         inf.inspection_recorded.connect(self._on_recorded)
@@ -259,6 +261,10 @@ class LivePipeline(QObject):
         if not self.ready:
             self._error("No recipe is ready yet: wait until the recipe has loaded.")
             return False
+        if self.capture.state in SOURCE_DOWN:
+            self._error(f"{getattr(self.source, 'name', 'The camera')} is not delivering images: the part was not "
+                        "inspected. Press Space again when the picture is back.")
+            return False
         tid = self.inference.trigger()
         if tid is None:
             return False
@@ -266,6 +272,12 @@ class LivePipeline(QObject):
         self._trigger_timer.start()
         self.trigger_changed.emit(True)
         return True
+
+    def _on_source_status(self, state: str, message: str) -> None:
+        if state in SOURCE_DOWN and self._pending_trigger is not None:
+            # a trigger must judge the part in front of the camera now, not whatever comes back later
+            self._clear_trigger()
+            self._error(f"The inspection was cancelled: {message}")
 
     def _trigger_slow(self) -> None:
         if self._pending_trigger is not None:
@@ -297,10 +309,10 @@ class LivePipeline(QObject):
         if not self._record:
             policy = RecordPolicy(policy.mode, policy.queue_fails, policy.keep_images, enabled=False)
         self.inference.set_policy(policy)
-        if s.mode != self.mode:
-            self.inference.set_mode(s.mode)
+        if s.live_mode != self.mode:
+            self.inference.set_mode(s.live_mode)
             self._clear_trigger()
-            self.mode_changed.emit(s.mode)
+            self.mode_changed.emit(s.live_mode)
         if source_changed:
             self.force_demo = False  # the operator chose a source: --demo no longer applies
             self.start_source()

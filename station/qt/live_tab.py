@@ -16,6 +16,7 @@ from typing import TypedDict
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
 
+from core.types import Reason
 from station.live_state import LiveState, SourceState
 from station.mailbox import TRIGGERED
 from station.qt.charts import ScoreCharts
@@ -27,6 +28,7 @@ from station.wording import explain, headline
 
 BUSY_TITLES = {LiveState.STARTING: "Starting", LiveState.TRAINING: "Training", LiveState.LOADING: "Loading",
                LiveState.PAUSED: "Paused"}
+NO_PART = "No part the recipe knows is under the camera: place a part (or check the recipe, Ctrl+R)."
 CONTINUOUS_PANEL_MS = 66  # continuous mode: verdict panel refresh period (coalesced)
 COUNTERS_MS = 250  # shift counters refresh period (coalesced)
 
@@ -126,12 +128,14 @@ class LiveTab(QWidget):
         if state is SourceState.LOST:
             self.live_view.set_message(message)
             self.alert.show_message(message, "warning")
+            self.forget_verdict("Camera lost", message)  # what it judged is no longer on screen
         elif state in (SourceState.BACK, SourceState.RUNNING, SourceState.OPENING):
             self.live_view.set_message("")
             if state is SourceState.RUNNING and self.alert.property("level") == "warning":
                 self.alert.clear()
         elif state is SourceState.FAILED:
             self.live_view.set_message(message)
+            self.forget_verdict("No camera", message)
 
     def on_inspection(self, result: InspectionResult) -> None:
         self.inspections_seen += 1
@@ -160,6 +164,9 @@ class LiveTab(QWidget):
 
     def on_recipe(self, loaded: LoadedRecipe) -> None:
         r = loaded.recipe
+        if self.latest is not None and (self.latest.inspection.recipe, self.latest.inspection.recipe_version) != (
+                r.product, r.version):
+            self.forget_verdict("Recipe changed", f"Now inspecting with {r.label}: waiting for a part.")
         self.recipe_label.setText(f"Recipe: {r.product}  v{r.version}")
         self.scores.set_recipe(r)
         self.charts.set_recipe(r)
@@ -169,7 +176,9 @@ class LiveTab(QWidget):
         state = LiveState(state)
         if state is LiveState.READY:
             recipe = self.pipeline.current_recipe
-            if self.latest is not None and self.latest.inspection.recipe == getattr(recipe, "product", None):
+            judged_by = None if self.latest is None else (self.latest.inspection.recipe,
+                                                          self.latest.inspection.recipe_version)
+            if recipe is not None and judged_by == (recipe.product, recipe.version):
                 self.apply_latest()  # e.g. after a pause: the last verdict again
             else:
                 ready = ("Press Space (or Inspect) to inspect a part." if self.pipeline.mode == TRIGGERED
@@ -199,10 +208,27 @@ class LiveTab(QWidget):
         result = self.latest
         if result is None:
             return
-        self.inspected_view.set_image(result.overlay if self.show_heatmap else result.frame.image)
         v = result.inspection.verdict
+        if result.part is not None and Reason.UNFAMILIAR_INPUT in v.reasons:
+            # continuous mode, nothing the recipe knows under the camera: no verdict to show
+            self.inspected_view.set_image(result.frame.image)
+            self.banner.set_state("IDLE", "No part", NO_PART, "  ".join(explain(v)))
+            self.scores.set_verdict(v)
+            return
+        self.inspected_view.set_image(result.overlay if self.show_heatmap else result.frame.image)
         self.banner.set_state(v.decision.value, headline(v), verdict_action(v), "  ".join(explain(v)))
         self.scores.set_verdict(v)
+
+    def forget_verdict(self, title: str, message: str) -> None:
+        """What the last verdict judged is no longer on screen: clear it, say why (it never comes back)."""
+        self.latest = None
+        self._apply_timer.stop()
+        self.inspected_view.set_image(None)
+        self.inspected_view.set_message(message)
+        self.banner.set_state("IDLE", title, message)
+        recipe = self.pipeline.current_recipe
+        if recipe is not None:
+            self.scores.set_recipe(recipe)  # empty gauges: no score belongs to what is on screen
 
     def set_show_heatmap(self, show: bool) -> None:
         self.show_heatmap = bool(show)

@@ -58,7 +58,7 @@ class SettingsDialog(QDialog):
         group = QButtonGroup(self)
         group.addButton(self.continuous)
         group.addButton(self.triggered)
-        (self.triggered if s.mode == "triggered" else self.continuous).setChecked(True)
+        (self.triggered if s.live_mode == "triggered" else self.continuous).setChecked(True)
         mode_box = QGroupBox("Mode")
         mode_lay = QVBoxLayout(mode_box)
         mode_lay.addWidget(self.continuous)
