@@ -18,6 +18,7 @@ from core.atomic import write_text_atomic
 from core.recipe import Recipe, RecipeError, load_recipe, products, versions
 from core.store import ResultsStore
 from station.evidence import EvidenceFolder
+from station.retention import RetentionPolicy
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,13 @@ class StationSettings:
     keep_images: str = "review_fail"  # which inspected images are kept: "all" | "review_fail" | "none"
     operator: str = ""
     one_record_per_part: bool = True  # continuous mode records a part once, when it settles
+    evidence_days: float = 30.0  # kept images (FAIL/REVIEW evidence) older than this are removed
+    evidence_max_gb: float = 2.0  # ... and the oldest beyond this total; scores and decisions stay
+    min_free_gb: float = 1.0  # below this much free disk no new images are kept
+
+    def retention(self) -> RetentionPolicy:
+        return RetentionPolicy(days=max(1.0, float(self.evidence_days)), max_gb=max(0.1, float(self.evidence_max_gb)),
+                               min_free_gb=max(0.0, float(self.min_free_gb)))
 
     @property
     def live_mode(self) -> str:

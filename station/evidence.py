@@ -56,6 +56,8 @@ class EvidenceFolder:
     def __init__(self, root: str | os.PathLike, dated: bool = True):
         self.root = Path(root)
         self.dated = dated
+        self.paused: str | None = None  # why no evidence is written now (low disk), None: it is
+        self.written_bytes = 0  # evidence written by this process (station.retention counts it)
 
     def folder(self) -> Path:
         folder = self.root / _dt.date.today().isoformat() if self.dated else self.root
@@ -84,6 +86,7 @@ class EvidenceFolder:
         # numpy's stub types **kwds like its keyword options: the arrays are what savez stores
         np.savez(buf, **{k: kept_map(v) for k, v in inspection.maps.items()})  # type: ignore[arg-type]
         write_bytes_atomic(maps_path, buf.getvalue())
+        self.written_bytes += sum(p.stat().st_size for p in (image_path, heat_path, maps_path) if p is not None)
         return EvidenceFiles(str(image_path), None if heat_path is None else str(heat_path), str(maps_path))
 
 

@@ -89,7 +89,9 @@ def record(store: ResultsStore | None, evidence: EvidenceFolder | None, inspecti
     already made for the screen. ``index``: the file's position in a batch (names the evidence)."""
     image_path, heatmap_path = source_file, None
     problems = []
-    if evidence is not None and policy.keeps_images(inspection.decision.value):
+    if evidence is not None and evidence.paused and policy.keeps_images(inspection.decision.value):
+        problems.append(f"The images of this part were not kept: {evidence.paused}")
+    elif evidence is not None and policy.keeps_images(inspection.decision.value):
         try:
             files = evidence.save(inspection, image, evidence_stem(inspection, policy.mode, index),
                                   original=original, blended=blended)

@@ -19,6 +19,7 @@ from station.qt.inference import InferenceController, InspectionResult, LoadedRe
 from station.live_state import LiveState, LiveStateMachine, Shown, SourceState
 from station.mailbox import MODES, TRIGGERED
 from station.recording import Recorder, RecordPolicy
+from station.retention import Housekeeper
 from station.shift import ShiftCounters
 from station.sources import make_source
 from station.qt.tasks import Task
@@ -44,6 +45,7 @@ class LivePipeline(QObject):
     mode_changed = Signal(str)
     shift_changed = Signal(object)  # ShiftSnapshot
     error_occurred = Signal(str)  # plain words, also logged
+    disk_changed = Signal(object)  # station.retention.DiskStatus, every half minute
 
     def __init__(self, context: StationContext, force_demo: bool = False,
                  inspector_factory: Callable | None = None, source_factory: Callable | None = None,
@@ -61,6 +63,10 @@ class LivePipeline(QObject):
         self.inference = InferenceController(Recorder(context), inspector_factory, mode, policy, parent=self)
         self.capture = CaptureController(sink=self.inference.inbox.put_frame, parent=self)
         self.shift = ShiftCounters(context.config_dir)
+        self.housekeeper = Housekeeper(  # the retention policy and the disk check, on their own thread
+            context.evidence, lambda: context.settings.retention(),
+            lambda: [r.image_path for r in context.store.pending_reviews() if r.image_path],
+            self.disk_changed.emit)
         self.loaded: LoadedRecipe | None = None
         self.states = LiveStateMachine()  # the one state machine of the live station (station.live_state)
         self._task: Task | None = None
@@ -121,6 +127,7 @@ class LivePipeline(QObject):
     def start(self) -> None:
         """Start the source and the worker, then find (or build) a recipe in the background."""
         self.inference.start()
+        self.housekeeper.start()
         self.start_source()
         self._show(self.states.starting())
         shift, context = self.shift, self.context
@@ -153,6 +160,7 @@ class LivePipeline(QObject):
         self._finishing.clear()
         self.capture.stop()
         self.inference.stop()
+        self.housekeeper.stop()
 
     # -- recipes ----------------------------------------------------------------------------
     def _started(self, result) -> None:

@@ -35,6 +35,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("Inspection station")
         self.ui_settings = QSettings(str(context.config_dir / "ui.ini"), QSettings.Format.IniFormat)
         self._closed = False
+        self._disk_low = False
         self._dialogs: list = []
 
         self._notice = ""
@@ -154,7 +155,8 @@ class MainWindow(QMainWindow):
         self.recipe_status = QLabel("Recipe: —")
         self.fps_status = QLabel("Display: — fps")
         self.latency_status = QLabel("Inspection: —")
-        for w in (self.source_status, self.recipe_status, self.fps_status, self.latency_status):
+        self.disk_status = QLabel("Disk: —")
+        for w in (self.source_status, self.recipe_status, self.fps_status, self.latency_status, self.disk_status):
             w.setObjectName("statusField")
             sb.addPermanentWidget(w)
         self._stats_timer = QTimer(self, interval=1000)
@@ -180,6 +182,7 @@ class MainWindow(QMainWindow):
         p.shift_changed.connect(live.on_shift)
         live.inspect_requested.connect(self.inspect_now)
         p.error_occurred.connect(lambda msg: self.show_error(msg, logged=True))
+        p.disk_changed.connect(self._on_disk)
         self.task_bar.cancel_requested.connect(self.cancel_current)
         self.shift_panel.reset_requested.connect(self.confirm_reset_shift)
         self.shift_panel.set_counts(p.shift.snapshot())
@@ -304,6 +307,18 @@ class MainWindow(QMainWindow):
         if LiveState(state) is LiveState.READY:
             self.statusBar().showMessage(message, 5000)
         self._sync_mode(self.pipeline.mode)
+
+    def _on_disk(self, status) -> None:
+        self.disk_status.setText(status.words())
+        self.disk_status.setProperty("level", "warning" if status.low else "")
+        if status.low != self._disk_low:
+            self._disk_low = status.low
+            if status.low:
+                self.alert.show_message(f"The disk is almost full ({status.free_bytes / 1024 ** 3:.1f} GB free): "
+                                        "verdicts are still recorded, images are not kept. Free some space or "
+                                        "lower the evidence limit in Settings.", "warning")
+            else:
+                self.show_notice("Disk space is back: images are kept again.")
 
     def _on_task_ended(self, outcome: str, message: str) -> None:
         self.task_bar.hide()
