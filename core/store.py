@@ -432,6 +432,13 @@ class ResultsStore:
         params += [-1 if limit is None else int(limit), int(offset)]
         return [StoredInspection._from_row(r) for r in self._fetch(sql, params)]
 
+    def judged_sources(self, recipe: str, recipe_version: int, mode: str = "batch") -> dict[str, StoredInspection]:
+        """The newest record of each source already judged (decision set) by this recipe version in ``mode``."""
+        rows = self._fetch(
+            _SELECT + " WHERE i.id IN (SELECT MAX(id) FROM inspections WHERE recipe = ? AND recipe_version = ?"
+            " AND mode = ? AND decision IS NOT NULL GROUP BY source)", (recipe, int(recipe_version), mode))
+        return {r["source"]: StoredInspection._from_row(r) for r in rows}
+
     def reviews_for(self, inspection_id: int) -> list[StoredReview]:
         """All reviews of one inspection, oldest first."""
         rows = self._fetch(

@@ -31,6 +31,8 @@ class ResultRow:
     record: StoredInspection
     thumbnail: bytes | None = None  # small PNG: the part with its heatmap
     error_code: str = ""  # why a file could not be inspected (core.images codes), "" when it was
+    shown_as: str = ""  # the path as the table shows it: relative to the folder the batch read
+    already: bool = False  # judged before by the same recipe version: the stored verdict, not recorded again
 
     @property
     def path(self) -> str:

@@ -57,3 +57,30 @@ def test_the_decision_writer_keeps_the_order_and_writes_what_waits_before_it_clo
     # a refused decision says so and writes nothing
     refused = record_decision(ctx, replace(rec_a, id=999_999), "good")
     assert not refused.saved and refused.kind == "error" and "NOT saved" in refused.message
+
+
+def test_a_second_batch_of_the_same_folder_queues_nothing_twice_and_shows_relative_paths(ctx, tiny_recipe_root,
+                                                                                          tmp_path):
+    from station.batch import batch_job
+
+    shutil.copytree(tiny_recipe_root / "tiny", ctx.recipes_root / "tiny")
+    folder = tmp_path / "incoming"
+    gen = PartGenerator("bracket", (128, 128), seed=0)
+    for sub in ("line1", "line2"):  # the same file name in two folders
+        for i in range(3):
+            part = gen.defective(300 + i) if i % 2 else gen.good(300 + i)
+            save_image_atomic(folder / sub / "000.png" if i == 0 else folder / sub / f"p{i}.png", part.image)
+    noop = (lambda stage, fraction: None, lambda: False)
+    first: list = []
+    batch_job(ctx, "tiny", None, str(folder), True, first.extend)(*noop)
+    assert sorted(r.shown_as for r in first) == sorted(f"{s}/{n}" for s in ("line1", "line2")
+                                                       for n in ("000.png", "p1.png", "p2.png"))
+    stored, pending = len(ctx.store.query_inspections(limit=None)), len(ctx.store.pending_reviews())
+    again: list = []
+    summary = batch_job(ctx, "tiny", None, str(folder), True, again.extend)(*noop)
+    assert summary["judged_before"] == 6 and all(r.already for r in again)
+    assert {r.path: r.verdict for r in again} == {r.path: r.verdict for r in first}
+    assert len(ctx.store.query_inspections(limit=None)) == stored and len(ctx.store.pending_reviews()) == pending
+    forced: list = []
+    batch_job(ctx, "tiny", None, str(folder), True, forced.extend, again=True)(*noop)
+    assert not any(r.already for r in forced) and len(ctx.store.query_inspections(limit=None)) == stored + 6

@@ -96,8 +96,8 @@ class BatchTableModel(ColumnsTableModel):
         return None
 
     def _text(self, r: ResultRow, c: int):
-        if c == 1:
-            return os.path.basename(r.path)
+        if c == 1:  # relative to the chosen folder: four 000.png in four sub-folders are told apart
+            return r.shown_as or os.path.basename(r.path)
         if c == 2:
             return r.verdict or "NOT INSPECTED"
         if 3 <= c <= 5:
@@ -106,7 +106,8 @@ class BatchTableModel(ColumnsTableModel):
         if c == 6:
             return f"{r.fused:.2f}" if r.fused is not None else ""
         if c == 7:
-            return r.error or " ".join(record_in_words(r.record, detail=False))
+            words = r.error or " ".join(record_in_words(r.record, detail=False))
+            return f"Judged before by this recipe version (not inspected again). {words}" if r.already else words
         if c == 8:
             return f"{r.latency_ms:.0f}" if r.latency_ms is not None else ""
         if c == 9:
