@@ -39,6 +39,7 @@ class BatchDialog(QDialog):
     batch_finished = Signal(dict)  # counts: files, PASS, FAIL, REVIEW, errors
     exported = Signal(str)  # path of a written CSV or HTML file
     busy_changed = Signal(bool)  # True while a batch runs (the owner may pause live inspection)
+    quit_requested = Signal()  # Ctrl+Q pressed here: the station asks (a running batch) and quits
 
     def __init__(self, context: StationContext, parent: QWidget | None = None, folder: str = ""):
         super().__init__(parent)
@@ -141,6 +142,8 @@ class BatchDialog(QDialog):
         lay.addWidget(self.table, 1)
         lay.addWidget(self.status)
         QShortcut(QKeySequence.StandardKey.Find, self, self.text_filter.setFocus)
+        self._quit = QShortcut(QKeySequence("Ctrl+Q"), self, self.quit_requested.emit)  # the window's Quit, here too
+        self.folder_edit.returnPressed.connect(self.start)  # Enter in the folder field starts the batch
         for button in self.findChildren(QPushButton):  # Enter in the search box must not start a batch
             button.setAutoDefault(False)
             button.setDefault(False)

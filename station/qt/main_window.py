@@ -58,7 +58,10 @@ class MainWindow(QMainWindow):
     def menu(self, name: str) -> QMenu:
         """One of the menus: File, Product, Inspect, View, Help (another name adds a menu)."""
         if name not in self._menus:
-            self._menus[name] = self.menuBar().addMenu(name)
+            used = {m.title().replace("&", "")[:1].lower() for m in self._menus.values()
+                    if "&" in m.title()}
+            label = name if name[:1].lower() in used else "&" + name  # Alt+F, Alt+P, Alt+I, Alt+V, Alt+H
+            self._menus[name] = self.menuBar().addMenu(label)
         return self._menus[name]
 
     def add_action(self, menu: str, action: QAction | str, slot=None, shortcut: str | None = None) -> QAction:
@@ -127,7 +130,7 @@ class MainWindow(QMainWindow):
             self.menu(name)
         self.add_action("File", "Settings…", self.open_settings, "Ctrl+,")
         self.menu("File").addSeparator()
-        self.add_action("File", "Quit", self.close, "Ctrl+Q")
+        self.add_action("File", "Quit", self.request_quit, "Ctrl+Q")
         self.add_action("Product", "Choose recipe…", self.choose_recipe, "Ctrl+R")
         self.add_action("Product", "Build demo recipe", self.pipeline.build_demo_recipe)
         self.inspect_action = self.add_action("Inspect", "Inspect now", self.inspect_now, "Space")
@@ -272,6 +275,7 @@ class MainWindow(QMainWindow):
         if r is not None:
             dlg.set_recipe(r.product, r.version)
         dlg.busy_changed.connect(lambda busy: self._hold("batch", "a folder is being inspected", busy))
+        dlg.quit_requested.connect(self.request_quit)
         dlg.batch_finished.connect(lambda _counts: (self.review.refresh(), self.history.refresh()))
         dlg.batch_finished.connect(lambda _counts: self.ui_settings.setValue("batch/folder", dlg.folder_edit.text()))
         dlg.finished.connect(lambda _r: self.pipeline.resume_inspection("batch"))
@@ -361,6 +365,27 @@ class MainWindow(QMainWindow):
                 self.banner.set_state("IDLE", "Ready", said)
         elif self.isFullScreen():
             self.toggle_fullscreen()
+
+    def request_quit(self) -> None:
+        """Ctrl+Q, from the window or an open dialog: quit; a running batch is cancelled only if the operator says so."""
+        batch = getattr(self, "batch_dialog", None)
+        if batch is None or not batch.running():
+            self.close()
+            return
+        box = QMessageBox(QMessageBox.Icon.Question, "Quit the station",
+                          f"A folder is being inspected ({len(batch.model.rows)} files so far). Cancel it and quit? "
+                          "The files inspected so far stay recorded.",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, batch)
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+
+        def answered(result: int) -> None:
+            if result == QMessageBox.StandardButton.Yes:
+                self.close()  # shuts the batch down with every other thread
+
+        box.finished.connect(answered)
+        self._keep(box)
+        box.open()
+        self.quit_box = box
 
     def toggle_fullscreen(self) -> None:
         if self.isFullScreen():
