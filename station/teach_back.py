@@ -1,24 +1,23 @@
-"""Teach-back: confirmed parts become training images, and a recipe is retrained with them.
+"""Teach-back: confirmed parts become training images.
 
 ``teach_back`` copies a reviewed part's image into the product's taught-in ``good`` or ``defect``
 folder (``StationContext.product_images``), named by inspection id, written atomically; a changed
-decision moves it. ``training_set`` gathers those images plus the images the recipe was trained on
-when its ``training.sources`` folders still exist, and says in plain words what it found;
-``retrain_job`` is the background function that trains (``parent=`` the current version) and saves
-the next version. Qt-free.
+decision moves it. ``config_from`` (the settings a recipe was trained with) and ``images_in`` serve
+the retrain, which lives in ``station.retrain`` (plan, copies of the original training folders,
+training, saving on acceptance). Qt-free.
 """
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 
 from core.atomic import copy_file_atomic
 from core.images import ImageError, list_images
 from core.recipe import Recipe
 from core.store import StoredInspection
-from core.trainer import TrainConfig, train_recipe
+from core.trainer import TrainConfig
 from station.context import StationContext
 
 log = logging.getLogger(__name__)
@@ -52,15 +51,7 @@ def teach_back(context: StationContext, record: StoredInspection, label: str) ->
     return target
 
 
-# -- retraining ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrainingSet:
-    good: list[Path]
-    defect: list[Path]
-    sources: dict
-    summary: str  # plain words: what the new version is trained on
-
-
+# -- what a retrain reuses (station.retrain) -------------------------------------------------
 def config_from(recipe: Recipe) -> TrainConfig:
     """The TrainConfig a recipe was trained with (so a retrained version keeps size, ROI, budget)."""
     stored = dict(recipe.training.get("config") or {})
@@ -77,58 +68,3 @@ def images_in(folder) -> list[Path]:
         return list_images([folder]) if folder and Path(folder).is_dir() else []
     except ImageError:
         return []
-
-
-def training_set(context: StationContext, recipe: Recipe) -> TrainingSet:
-    """Taught-in images of the recipe's product plus the recipe's own training folders if present."""
-    product = recipe.product
-    taught = {label: context.product_images(product, label) for label in ("good", "defect")}
-    src = dict(recipe.training.get("sources") or {})
-    found: dict[str, dict[str, Path]] = {"good": {}, "defect": {}}
-    for label in ("good", "defect"):
-        for p in images_in(taught[label]):
-            found[label][os.path.realpath(p)] = p
-    n_taught = {k: len(v) for k, v in found.items()}
-    originals, missing = [], []
-    for label in ("good", "defect"):
-        folder = src.get(label) or ""
-        if not folder:
-            continue
-        if not Path(folder).is_dir():
-            missing.append(folder)
-            continue
-        before = len(found[label])
-        for p in images_in(folder):
-            found[label].setdefault(os.path.realpath(p), p)
-        originals.append(f"{len(found[label]) - before} {label} images from {folder}")
-    good, defect = list(found["good"].values()), list(found["defect"].values())
-    words = f"{n_taught['good']} taught-in good and {n_taught['defect']} taught-in defect images"
-    if originals:
-        summary = f"Training on {words}, plus the original " + " and ".join(originals) + "."
-    elif missing:
-        summary = (f"The images {recipe.label} was trained on are no longer available "
-                   f"({', '.join(missing)} not found): training on the {words} only.")
-    else:
-        summary = (f"{recipe.label} does not say where its training images are (for example, they "
-                   f"were captured from the camera): training on the {words} only.")
-    sources = {"good": str(src.get("good") or ""), "defect": str(src.get("defect") or ""),
-               "taught_good": str(taught["good"]), "taught_defect": str(taught["defect"])}
-    return TrainingSet(good, defect, sources, summary)
-
-
-def retrain_job(context: StationContext, product: str):
-    """The background function for Retrain: (progress, cancelled) -> (product, version, summary)."""
-    def run(progress, cancelled):
-        progress("Reading the current recipe", 0.0)
-        parent = context.load_recipe(product)
-        ts = training_set(context, parent)
-        log.info("Retraining %s: %s", product, ts.summary)
-        progress(ts.summary, 0.0)
-        recipe = train_recipe(ts.good, ts.defect, product=product, config=config_from(parent),
-                              progress=progress, cancel=cancelled, parent=parent, sources=ts.sources)
-        if cancelled():
-            return None
-        progress("Saving", 1.0)
-        recipe.save(context.recipes_root)
-        return product, recipe.version, ts.summary
-    return run

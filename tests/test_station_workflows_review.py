@@ -131,17 +131,18 @@ def test_part_without_image_can_be_decided_but_not_taught(qtbot, ctx):
         w.shutdown()
 
 
-def test_retrain_uses_taught_and_original_images(qtbot, ctx, tiny_recipe_root, tmp_path, monkeypatch):
+def test_retrain_confirms_trains_in_the_background_and_saves_only_on_accept(qtbot, ctx, tiny_recipe_root,
+                                                                          monkeypatch):
+    """The Retrain button, end to end with the training faked (tests/test_station_retrain.py trains for real)."""
     import shutil
 
-    import station.qt.review_queue as rq
-    import station.teach_back as tb
+    import station.retrain as rt
     from core.recipe import load_recipe
+    from station.qt.retrain_dialog import RetrainConfirmDialog, RetrainResultDialog
 
     shutil.copytree(tiny_recipe_root / "tiny", ctx.recipes_root / "tiny")
-    ids = [add_part(ctx, REVIEW_RAW, i) for i in range(3)]
-    parent = ctx.load_recipe("tiny")
-    assert tb.training_set(ctx, parent).summary.startswith("tiny v1 does not say")
+    for i in range(11):
+        add_part(ctx, REVIEW_RAW, i)
 
     seen = {}
 
@@ -151,37 +152,48 @@ def test_retrain_uses_taught_and_original_images(qtbot, ctx, tiny_recipe_root, t
         progress("Fitting Gaussian model", 0.5)
         return load_recipe(tiny_recipe_root / "tiny" / "v0001")
 
-    monkeypatch.setattr(tb, "train_recipe", fake_train)
-    w = rq.ReviewQueueWidget(ctx)
-    qtbot.addWidget(w)
-    show_active(qtbot, w)
+    def dialog(w, cls):
+        qtbot.waitUntil(lambda: any(d.isVisible() for d in w.findChildren(cls)), timeout=20000)
+        qtbot.waitUntil(lambda: not w.retraining(), timeout=20000)
+        return next(d for d in w.findChildren(cls) if d.isVisible())
+
+    monkeypatch.setattr(rt, "train_recipe", fake_train)
+    w = rq_widget(qtbot, ctx)
     try:
         qtbot.keyClick(w, Qt.Key.Key_G)
-        qtbot.keyClick(w, Qt.Key.Key_G)
-        qtbot.keyClick(w, Qt.Key.Key_D)
         written(qtbot, w)
         assert w.product_combo.currentText() == "tiny"
-        assert "2 good, 1 defect" in w.taught_label.text()
-        with qtbot.waitSignal(w.recipe_saved, timeout=20000) as sig:
-            w.retrain_button.click()
-        assert sig.args == ["tiny", 2]
-        qtbot.waitUntil(lambda: not w.retraining())
-        assert len(seen["good"]) == 2 and len(seen["defect"]) == 1
+        assert "1 good, 0 defect" in w.taught_label.text()
+        # one good part and no training folder: refused, nothing trains
+        w.retrain_button.click()
+        refused = dialog(w, RetrainConfirmDialog)
+        assert "v1 does not say where its training images are" in refused.text()
+        assert "at least 10" in refused.refusal.text() and not refused.start_button.isEnabled()
+        refused.reject()
+        assert "at least 10" in w.status.text() and seen == {} and ctx.versions("tiny") == [1]
+
+        show_active(qtbot, w)  # the keys go to the queue again
+        for _ in range(9):
+            qtbot.keyClick(w, Qt.Key.Key_G)
+        qtbot.keyClick(w, Qt.Key.Key_D)
+        written(qtbot, w)
+        assert "10 good, 1 defect" in w.taught_label.text()
+        w.retrain_button.click()
+        confirm = dialog(w, RetrainConfirmDialog)
+        assert "10 good images in all" in confirm.text() and "1 defect image in all" in confirm.text()
+        assert "v2 of tiny, trained from v1" in confirm.text()
+        confirm.start_button.click()
+        result = dialog(w, RetrainResultDialog)
+        assert len(seen["good"]) == 10 and len(seen["defect"]) == 1
         assert seen["parent"] == 1 and seen["config"].size == 128
         assert seen["sources"]["taught_good"].endswith("good")
-        assert "taught-in" in w.status.text() and "version 2" in w.status.text()
+        assert ctx.versions("tiny") == [1]  # nothing saved before Accept
+        with qtbot.waitSignal(w.recipe_saved, timeout=20000) as sig:
+            result.accept_button.click()
+        assert sig.args == ["tiny", 2]
+        qtbot.waitUntil(lambda: not w.retraining())
+        assert "taught in" in w.status.text() and "version 2" in w.status.text()
         assert ctx.versions("tiny") == [1, 2]  # the previous version stays
-        # originals: a recipe whose sources name a folder that still exists
-        orig = tmp_path / "orig"
-        orig.mkdir()
-        for p in ctx.product_images("tiny", "good").iterdir():
-            shutil.copy(p, orig / ("o_" + p.name))
-        parent.manifest["training"]["sources"] = {"good": str(orig)}
-        ts = tb.training_set(ctx, parent)
-        assert len(ts.good) == 4 and "plus the original" in ts.summary
-        parent.manifest["training"]["sources"] = {"good": str(tmp_path / "gone")}
-        assert "no longer available" in tb.training_set(ctx, parent).summary
-        assert len(ids) == 3
 
         # Cancel: the training stops, nothing is saved
         from core.coreset import Cancelled
@@ -192,17 +204,27 @@ def test_retrain_uses_taught_and_original_images(qtbot, ctx, tiny_recipe_root, t
                 time.sleep(0.01)
             raise Cancelled()
 
-        monkeypatch.setattr(tb, "train_recipe", slow_train)
+        monkeypatch.setattr(rt, "train_recipe", slow_train)
         w.retrain_button.click()
+        dialog(w, RetrainConfirmDialog).start_button.click()
         qtbot.waitUntil(lambda: "Fitting Gaussian model" in w.retrain_progress.format(), timeout=10000)
         w.retrain_cancel.click()
         qtbot.waitUntil(lambda: not w.retraining(), timeout=10000)
         assert "cancelled: nothing was saved" in w.status.text()
         assert ctx.versions("tiny") == [1, 2]
+        assert not any(d.isVisible() for d in w.findChildren(RetrainResultDialog))
         wait_idle(qtbot, w)
     finally:
         w.shutdown()
 
+
+def rq_widget(qtbot, ctx):
+    from station.qt.review_queue import ReviewQueueWidget
+
+    w = ReviewQueueWidget(ctx)
+    qtbot.addWidget(w)
+    show_active(qtbot, w)
+    return w
 
 
 def test_decisions_are_written_off_the_ui_thread_and_a_refused_one_still_waits(qtbot, ctx, monkeypatch):

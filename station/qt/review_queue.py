@@ -6,8 +6,11 @@ previous part (a second decision supersedes the first; both stay in the store), 
 
 Teach-back (``station.teach_back``): a confirmed part's image is copied into the product's
 taught-in ``good`` or ``defect`` folder (named by inspection id, written atomically; a changed
-decision moves it). **Retrain** trains a new recipe version from those images plus the images the
-current version was trained on, when they still exist, and saves it; older versions stay selectable.
+decision moves it). **Retrain** (``station.retrain``, dialogs in ``station.qt.retrain_dialog``) works
+like a calibration: it lists what it will use and refuses, naming the missing folder, what cannot
+succeed; it copies the original training images into the product's data folder, trains in the
+background, shows the result page and saves and activates the new version only on Accept (the
+limits an engineer changed are kept unless reset); older versions stay selectable.
 """
 from __future__ import annotations
 
@@ -29,7 +32,9 @@ from station.context import StationContext
 from station.qt.part_viewer import PartView, PartViewer
 from station.qt.tasks import Task
 from station.review import LABELS, Decided, DecisionWriter
-from station.teach_back import images_in, retrain_job
+from station.qt.retrain_dialog import RetrainConfirmDialog, RetrainResultDialog
+from station.retrain import Retrained, RetrainPlan, plan_job, retrain_job, save_job
+from station.teach_back import images_in
 from station.qt.workflow_common import (
     ERROR_COLOUR, VERDICT_COLOURS, local_time, record_in_words, release_later, scale_font,
     status_style,
@@ -110,7 +115,7 @@ class ReviewQueueWidget(QWidget):
         split.addWidget(right)
         split.setStretchFactor(0, 1)
         split.setStretchFactor(1, 3)
-        split.setSizes([300, 900])
+        split.setSizes([420, 860])  # the list shows its two lines whole at 1280 px
 
         # retraining
         self.product_combo = QComboBox()
@@ -258,31 +263,26 @@ class ReviewQueueWidget(QWidget):
             self._select(row - 1)
 
     def start_retrain(self) -> None:
+        """Retrain like a calibration: look at the images (background), confirm, train (background),
+        show the result; the new version is saved and used only when the engineer accepts it."""
         product = self.product_combo.currentText()
         if not product or self._retrain is not None:
+            return
+        dialog = self._retrain_dialog()
+        if dialog is not None:
+            dialog.raise_()
+            dialog.activateWindow()
             return
         if product not in self.context.products():
             self._say(f"There is no recipe for '{product}' yet: calibrate it first.", "error")
             return
-        task = Task(retrain_job(self.context, product))
-        task.progressed.connect(self._retrain_progress)
-        task.succeeded.connect(self._retrain_done)
-        task.failed.connect(lambda msg: self._say(f"Retraining failed: {msg}", "error"))
-        task.cancelled.connect(lambda: self._say("Retraining cancelled: nothing was saved.", "info"))
-        task.finished.connect(self._retrain_finished)
-        self._retrain = task
-        self.retrain_button.setEnabled(False)
-        self.retrain_progress.setValue(0)
-        self.retrain_progress.show()
-        self.retrain_cancel.show()
-        self._say(f"Retraining {product}…", "info")
-        task.start()
-        self.busy_changed.emit(True)
+        self._retrain_run("plan", plan_job(self.context, product), self._retrain_confirm)
+        self._say(f"Looking at the training images of {product}…", "info")
 
     def cancel_retrain(self) -> None:
-        if self._retrain is not None:
+        if self._retrain is not None and self._retrain.objectName() != "retrain-save":
             self._retrain.cancel()
-            self._say("Stopping the training…", "info")
+            self._say("Stopping…", "info")
 
     def retraining(self) -> bool:
         return self._retrain is not None
@@ -408,20 +408,108 @@ class ReviewQueueWidget(QWidget):
         self.retrain_progress.setValue(int(fraction * 1000))
         self.retrain_progress.setFormat(f"{stage} — %p%")
 
-    def _retrain_done(self, result) -> None:
+    def _retrain_run(self, kind: str, job, on_done) -> None:
+        """One step of a retrain in a background Task: "plan", "train" or "save". ``on_done(result)``
+        runs once the task has ended (so the next step can start at once); never after a cancel."""
+        task = Task(job)
+        task.setObjectName(f"retrain-{kind}")
+        results: list = []
+        task.progressed.connect(self._retrain_progress)
+        task.succeeded.connect(results.append)
+        task.failed.connect(lambda msg: self._retrain_failed(kind, msg))
+        task.cancelled.connect(lambda: self._retrain_cancelled(kind))
+        task.finished.connect(self._retrain_finished)
+        task.finished.connect(lambda: on_done(results[0]) if results else None)
+        self._retrain = task
+        self.retrain_button.setEnabled(False)
+        if kind != "save":
+            self.retrain_progress.setValue(0)
+            self.retrain_progress.setFormat("Starting… — %p%")
+            self.retrain_progress.show()
+            self.retrain_cancel.show()
+        task.start()
+        if kind == "train":
+            self.busy_changed.emit(True)
+
+    def _retrain_dialog(self) -> RetrainConfirmDialog | RetrainResultDialog | None:
+        """The retrain dialog that is open, if any."""
+        dialogs: list[RetrainConfirmDialog | RetrainResultDialog] = [
+            *self.findChildren(RetrainConfirmDialog), *self.findChildren(RetrainResultDialog)]
+        return next((d for d in dialogs if d.isVisible()), None)
+
+    def _retrain_confirm(self, plan: RetrainPlan) -> None:
+        """The plan is ready: say what will be used, and start only when the engineer confirms."""
+        dialog = RetrainConfirmDialog(plan, self)
+        dialog.accepted.connect(lambda: self._retrain_train(plan, dialog.reset_limits()))
+        dialog.rejected.connect(lambda: self._say(
+            plan.refusal if plan.refusal else "Retraining not started: nothing was changed.",
+            "error" if plan.refusal else "info"))
+        dialog.finished.connect(dialog.deleteLater)
+        if plan.refusal:
+            self._say(f"Retraining {plan.product} is not possible: {plan.refusal}", "error")
+        else:
+            self._say(f"Retrain {plan.product}: {plan.n_good} good and {plan.n_defect} defect images. "
+                      "Confirm to start.", "info")
+        dialog.open()
+
+    def _retrain_train(self, plan: RetrainPlan, reset: bool) -> None:
+        if self._retrain is not None:
+            return
+        self._retrain_run("train", retrain_job(self.context, plan, reset), self._retrain_done)
+        self._say(f"Retraining {plan.product} ({plan.title()})…", "info")
+
+    def _retrain_done(self, result: Retrained | None) -> None:
+        """Trained: show the result; nothing is saved unless the engineer accepts it."""
         if not result:
             return
-        product, version, summary = result
-        self._say(f"Saved {product} version {version}. {summary} Earlier versions stay available.", "ok")
+        dialog = RetrainResultDialog(result, self)
+        dialog.accept_requested.connect(lambda: self._retrain_save(dialog))
+        dialog.rejected.connect(lambda: self._say(
+            f"Discarded the retrained {result.plan.product}: nothing was saved; the station keeps "
+            f"v{result.plan.parent_version}.", "info"))
+        dialog.finished.connect(dialog.deleteLater)
+        self._say(f"Retrained {result.plan.product}: check the result, then Accept or Discard it.", "info")
+        dialog.open()
+
+    def _retrain_save(self, dialog: RetrainResultDialog) -> None:
+        if self._retrain is not None:
+            dialog.show_error("Busy: try again in a moment.")
+            return
+        self._retrain_run("save", save_job(self.context, dialog.result_),
+                          lambda saved: self._retrain_saved(dialog, saved))
+
+    def _retrain_saved(self, dialog: RetrainResultDialog, saved) -> None:
+        product, version = saved
+        result = dialog.result_
+        dialog.saved(int(version))
+        self._say(f"Saved {product} version {version} (trained from v{result.plan.parent_version}). "
+                  f"{result.plan.summary()} {result.limits_words()} Earlier versions stay available.", "ok")
         self.recipe_saved.emit(product, int(version))
 
+    def _retrain_failed(self, kind: str, message: str) -> None:
+        if kind == "save":
+            dialog = self._retrain_dialog()
+            if isinstance(dialog, RetrainResultDialog):
+                dialog.show_error(f"The new version was NOT saved: {message}")
+            self._say(f"The new version was NOT saved: {message}", "error")
+        elif kind == "plan":
+            self._say(f"The training images cannot be checked: {message}", "error")
+        else:
+            self._say(f"Retraining failed: {message} Nothing was saved.", "error")
+
+    def _retrain_cancelled(self, kind: str) -> None:
+        self._say("Retraining cancelled: nothing was saved." if kind == "train" else "Retraining not started.",
+                  "info")
+
     def _retrain_finished(self) -> None:
-        release_later(self._retrain)
+        task = self._retrain
+        release_later(task)
         self._retrain = None
         self.retrain_progress.hide()
         self.retrain_cancel.hide()
         self._update_taught()
-        self.busy_changed.emit(False)
+        if task is not None and task.objectName() == "retrain-train":
+            self.busy_changed.emit(False)
 
     def _say(self, text: str, kind: str = "info") -> None:
         self.status.setText(text)
