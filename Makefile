@@ -25,6 +25,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m training.bench
 	QT_QPA_PLATFORM=offscreen $(PY) -m station.qt.bench_station --out docs/BENCHMARKS.md
+	QT_QPA_PLATFORM=offscreen $(PY) -m station.qt.bench_parts --minutes 10 --out docs/BENCHMARKS.md
 
 # accuracy on every MVTec-layout image set under ../shared/datasets, defaults and ablations (about an hour)
 bench-accuracy: $(STAMP)

@@ -146,8 +146,10 @@ class DemoSource:
 
     Each part slides in over ``arrive_seconds``, lies still for ``part_seconds`` and is taken away;
     the empty fixture shows for ``empty_seconds`` before the next one (``empty_seconds=0``: parts
-    follow each other directly, ``arrive_seconds=0``: they appear at once). Every frame carries its
-    own sensor noise (``noise`` grey levels, sigma), like a real camera, so no two frames are equal.
+    follow each other directly, ``arrive_seconds=0``: they appear at once). Each part carries the
+    generator's own sensor noise; ``noise`` (grey levels, sigma) adds more, different in every frame,
+    as a camera would. Off by default: the demo recipe is trained on the generator's parts, and
+    measured on 60 parts it sends 42 to REVIEW with 1 level of extra noise and fails all at 2.
     """
 
     kind = "demo"
@@ -155,7 +157,7 @@ class DemoSource:
     def __init__(self, kind: str = "bracket", fps: float = 30.0, defect_rate: float = 0.3,
                  size: tuple[int, int] = DEMO_SIZE, seed: int = DEMO_SEED, part_seconds: float = 1.5,
                  start: int = DEMO_START, empty_seconds: float = 0.4, arrive_seconds: float = 0.2,
-                 noise: float = 2.0):
+                 noise: float = 0.0):
         if kind not in PART_KINDS:
             raise SourceError(f"Unknown demo part '{kind}'; choose one of {', '.join(PART_KINDS)}.")
         self.part_kind = kind

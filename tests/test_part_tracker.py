@@ -37,7 +37,7 @@ def test_each_part_that_comes_to_rest_is_one_new_part_and_the_empty_fixture_no_p
 
 
 def test_a_worker_that_takes_every_third_frame_still_sees_each_part_once():
-    src = DemoSource("bracket", fps=30, size=(128, 128))
+    src = DemoSource("bracket", fps=30, size=(128, 128), noise=2.0)  # and a noisy camera
     events, shown = _run(src, 10 * src.cycle, every=3)
     assert events.count(PartEvent.NEW_PART) == shown == 10
 

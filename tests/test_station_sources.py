@@ -29,7 +29,8 @@ def test_demo_source_streams_rgb_parts_and_holds_each_part():
 def test_demo_parts_arrive_rest_and_leave_an_empty_fixture_with_noise_in_every_frame():
     from station.part_tracker import difference, signature
 
-    src = DemoSource("bracket", fps=10, size=(128, 128), part_seconds=1.0, empty_seconds=0.3, arrive_seconds=0.2)
+    src = DemoSource("bracket", fps=10, size=(128, 128), part_seconds=1.0, empty_seconds=0.3, arrive_seconds=0.2,
+                     noise=2.0)
     src.open()
     assert (src.empty, src.arrive, src.hold, src.cycle) == (3, 2, 10, 15)
     frames = [src.read() for _ in range(2 * src.cycle)]
