@@ -79,11 +79,18 @@ def test_settings_dialog_writes_station_settings(qtbot, tmp_path, monkeypatch):
         dlg.triggered.setChecked(True)
         dlg.queue_fails.setChecked(True)
         dlg.keep.setCurrentIndex(1)  # every part
+        dlg.evidence_days.setValue(7)
+        dlg.evidence_gb.setValue(0.5)
+        dlg.min_free_gb.setValue(2.0)
+        dlg.one_per_part.setChecked(False)
         dlg.accept()
         assert saved == [True]
         data = json.loads(ctx.settings_path.read_text())
         assert (data["source_kind"], data["folder"], data["folder_fps"]) == ("folder", str(tmp_path), 2.5)
         assert (data["mode"], data["queue_fails"], data["keep_images"]) == ("triggered", True, "all")
+        assert (data["evidence_days"], data["evidence_max_gb"], data["min_free_gb"]) == (7.0, 0.5, 2.0)
+        assert data["one_record_per_part"] is False
+        assert ctx.settings.retention().max_gb == 0.5
     finally:
         ctx.close()
 

@@ -176,7 +176,7 @@ def test_public_api_for_other_tools(station, qtbot):
     act = win.add_action("Inspect", "Open extra tool", lambda: hits.append(1), "Ctrl+Shift+E")
     act.trigger()
     assert hits == [1] and act in win.menu("Inspect").actions()
-    assert [a.text() for a in win.menuBar().actions()] == ["File", "Product", "Inspect", "View", "Help"]
+    assert [a.text() for a in win.menuBar().actions()] == ["&File", "&Product", "&Inspect", "&View", "&Help"]
     win.close()
     assert Tool.stopped  # plugged-in tools are told to stop their threads
 

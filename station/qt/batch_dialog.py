@@ -27,6 +27,7 @@ from station.context import StationContext
 from station.qt.part_viewer import PartViewer, load_part_images
 from station.report import ResultRow, summary_counts, write_csv, write_html
 from station.qt.tasks import Task
+from station.qt.widgets import fit_columns_to_headers, fit_to_screen
 from station.qt.workflow_common import release_later, scale_font, status_style
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ class BatchDialog(QDialog):
                            (7, 290), (8, 100), (9, 160)):
             self.table.setColumnWidth(col, width)
         hdr.setStretchLastSection(True)
+        fit_columns_to_headers(self.table, {2: "REVIEW", 3: "00.00", 4: "00.00", 5: "00.00", 6: "00.00",
+                                            8: "0000"})  # "PatchCore", "Latency ms" never cut
         self.table.setColumnHidden(5, True)
         self.table.doubleClicked.connect(self._open)
         self.status = QLabel()
@@ -147,7 +150,7 @@ class BatchDialog(QDialog):
         for button in self.findChildren(QPushButton):  # Enter in the search box must not start a batch
             button.setAutoDefault(False)
             button.setDefault(False)
-        self.resize(1280, 800)
+        fit_to_screen(self, 1280, 800)  # or the screen, frame included, where that is smaller
         self.reload_recipes()
         self._update_buttons()
 

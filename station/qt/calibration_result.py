@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWizard, QWizardPage
+from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget, QWizard, QWizardPage
 
 from core.recipe import Recipe
 from station.qt.workflow_common import model_label, one_in, one_in_words, scale_font, show_status
@@ -65,7 +65,7 @@ class ResultPage(QWizardPage):
         self.headline.setWordWrap(True)
         scale_font(self.headline, 1.5, bold=True)
         self.plot = pg.PlotWidget(background="w")
-        self.plot.setMinimumHeight(260)
+        self.plot.setMinimumHeight(180)
         label_style = {"color": "#222", "font-size": "12pt"}
         self.plot.setLabel("bottom", "score of a good part (1.0 = limit)", **label_style)
         self.plot.setLabel("left", "good parts", **label_style)
@@ -85,11 +85,22 @@ class ResultPage(QWizardPage):
         scale_font(self.details, 1.1)
         self.message = QLabel()
         self.message.setWordWrap(True)
+        # on a short screen the page scrolls (the wizard's buttons stay in sight); on a tall one the plot grows
+        content = QWidget()
+        col = QVBoxLayout(content)
+        col.setContentsMargins(0, 0, 6, 0)
+        col.addWidget(self.headline)
+        col.addWidget(self.plot, 1)
+        col.addWidget(self.details)
+        col.addWidget(self.message)
+        scroll = QScrollArea()
+        scroll.setWidget(content)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         lay = QVBoxLayout(self)
-        lay.addWidget(self.headline)
-        lay.addWidget(self.plot, 1)
-        lay.addWidget(self.details)
-        lay.addWidget(self.message)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(scroll)
         self.histograms: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def initializePage(self) -> None:  # noqa: N802

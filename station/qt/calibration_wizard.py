@@ -33,6 +33,7 @@ from station.qt.calibration_result import ResultPage
 from station.context import StationContext
 from station.qt.roi_editor import RoiEditor
 from station.qt.tasks import Task
+from station.qt.widgets import compact_combo, fit_to_screen
 from station.qt.workflow_common import LatestRunner, release_later, scale_font, show_status, to_qimage
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class ProductPage(QWizardPage):
         for key, text in RESOLUTIONS:
             self.resolution.addItem(text, key)
         self.resolution.setCurrentIndex([k for k, _ in RESOLUTIONS].index(wizard.base_config.resolution))
+        compact_combo(self.resolution, 30)  # its long choices would make the wizard wider than a small screen
         self.size_combo = QComboBox()  # not "size": that would hide QWidget.size()
         sizes = sorted(set(SIZES) | {int(wizard.base_config.size)})
         for s in sizes:
@@ -334,7 +336,7 @@ class CalibrationWizard(QWizard):
         self.result_page = ResultPage(self)
         for page in (self.product_page, self.collect_page, self.region_page, self.train_page, self.result_page):
             self.addPage(page)
-        self.resize(1000, 720)
+        fit_to_screen(self, 1120, 720)  # or the screen, frame included, where that is smaller
 
     # -- public -------------------------------------------------------------------------------
     @Slot(object)

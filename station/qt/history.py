@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 from core.store import ResultsStore, StoredInspection
 from station.context import StationContext
 from station.qt.part_viewer import PartViewer
+from station.qt.widgets import compact_combo, fit_columns_to_headers
 from station.qt.workflow_common import (
     ColumnsTableModel,
     ERROR_COLOUR, VERDICT_COLOURS, LatestRunner, local_time, record_in_words, scale_font, status_style,
@@ -92,6 +93,11 @@ class HistoryModel(ColumnsTableModel):
         self.records = records
         self.endResetModel()
 
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
+            return self.COLUMNS[section]  # the whole title, where a narrowed column elides it
+        return super().headerData(section, orientation, role)
+
     def data(self, index: QModelIndex | QPersistentModelIndex, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
@@ -160,6 +166,7 @@ class HistoryWidget(QWidget):
             self.review_combo.addItem(text, key)
         for combo in (self.recipe_combo, self.verdict_combo, self.review_combo):
             combo.currentIndexChanged.connect(self._filters_changed)
+            compact_combo(combo, 16)  # a long recipe name never makes the window wider
         refresh = QPushButton("Refresh (F5)")
         refresh.clicked.connect(self.refresh)
 
@@ -176,6 +183,8 @@ class HistoryWidget(QWidget):
         for col, width in enumerate((165, 120, 140, 110, 140, 55, 60, 90, 105, 300)):
             self.table.setColumnWidth(col, width)
         scale_font(self.table, 1.15)
+        fit_columns_to_headers(self.table, {0: "2026-12-31 23:59:59", 1: "demo-bracket v10", 2: "REVIEW",
+                                            4: "part_0000.png", 5: "continuous", 6: "0.00", 7: "0.00", 8: "0.00"})
         self.table.doubleClicked.connect(self._open)
         self.setFocusProxy(self.table)
         QShortcut(QKeySequence(Qt.Key.Key_Return), self.table, self._open_current,
@@ -189,12 +198,18 @@ class HistoryWidget(QWidget):
         self.status = QLabel()
         self.status.setWordWrap(True)
 
-        filters = QHBoxLayout()
-        for w in (QLabel("From"), self.from_date, QLabel("to"), self.to_date, self.recipe_combo, self.verdict_combo,
-                  self.review_combo):
-            filters.addWidget(w)
-        filters.addStretch(1)
-        filters.addWidget(refresh)
+        # two rows (when and which recipe; which verdicts): one would need about 1300 px
+        filters = QVBoxLayout()
+        when, which = QHBoxLayout(), QHBoxLayout()
+        for w in (QLabel("From"), self.from_date, QLabel("to"), self.to_date, self.recipe_combo):
+            when.addWidget(w)
+        when.addStretch(1)
+        for w in (self.verdict_combo, self.review_combo):
+            which.addWidget(w)
+        which.addStretch(1)
+        which.addWidget(refresh)
+        filters.addLayout(when)
+        filters.addLayout(which)
         pager = QHBoxLayout()
         pager.addWidget(self.status, 1)
         pager.addWidget(self.prev_button)

@@ -7,6 +7,7 @@ counters, and re-emits everything as UI-thread signals. Other widgets connect to
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 from typing import Callable
@@ -58,7 +59,7 @@ class LivePipeline(QObject):
         mode = s.live_mode
         policy = RecordPolicy.from_settings(s)
         if not record:
-            policy = RecordPolicy(mode, policy.queue_fails, policy.keep_images, enabled=False)
+            policy = dataclasses.replace(policy, enabled=False)
         self._record = record
         self.inference = InferenceController(Recorder(context), inspector_factory, mode, policy, parent=self)
         self.capture = CaptureController(sink=self.inference.inbox.put_frame, parent=self)
@@ -315,8 +316,9 @@ class LivePipeline(QObject):
         s = self.context.settings
         policy = RecordPolicy.from_settings(s)
         if not self._record:
-            policy = RecordPolicy(policy.mode, policy.queue_fails, policy.keep_images, enabled=False)
+            policy = dataclasses.replace(policy, enabled=False)
         self.inference.set_policy(policy)
+        self.housekeeper.poke()  # new retention limits take effect now
         if s.live_mode != self.mode:
             self.inference.set_mode(s.live_mode)
             self._clear_trigger()

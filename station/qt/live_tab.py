@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from typing import TypedDict
 
-from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal
+from PySide6.QtWidgets import QFrame, QLabel, QPushButton, QScrollArea, QSplitter, QVBoxLayout, QWidget
 
 from core.types import Reason
 from station.live_state import LiveState, SourceState
@@ -31,6 +31,7 @@ BUSY_TITLES = {LiveState.STARTING: "Starting", LiveState.TRAINING: "Training", L
 NO_PART = "No part the recipe knows is under the camera: place a part (or check the recipe, Ctrl+R)."
 CONTINUOUS_PANEL_MS = 66  # continuous mode: verdict panel refresh period (coalesced)
 COUNTERS_MS = 250  # shift counters refresh period (coalesced)
+CHARTS_MIN_H = 120  # below this the chart row is hidden (the part views keep the room)
 
 
 class _Stats(TypedDict):
@@ -40,6 +41,37 @@ class _Stats(TypedDict):
     shown: int  # the live view's frames_shown then
     inspected: int
     latency: list[float]  # ms, per inspection
+
+
+class _ChartsFit(QObject):
+    """Hides the chart row while it does not fit below the side column shown whole (recipe,
+    gauges, shift counters) and the part views (a short screen, an alert showing); shows it
+    again once it does. On a short screen the charts go first, then the side column scrolls."""
+
+    def __init__(self, tab: "LiveTab"):
+        super().__init__(tab)
+        self.tab = tab
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802
+        if event.type() == QEvent.Type.Resize:
+            self.fit()
+        return False
+
+    def fit(self) -> None:
+        tab = self.tab
+        # the side column shown whole (recipe, gauges, shift counters) comes before the charts
+        spacing = tab.side_layout.spacing()
+        side = tab.side_panel.sizeHint().height() + spacing
+        for w in (tab.mode_label, tab.inspect_button):
+            if not w.isHidden():
+                side += w.sizeHint().height() + spacing
+        row = max(tab.middle.minimumSizeHint().height(), side)
+        need = row + tab.vertical.handleWidth() + CHARTS_MIN_H
+        height = tab.vertical.height()
+        if tab.charts.isHidden() and height >= need + 8:  # a little hysteresis: no flicker at the edge
+            tab.charts.show()
+        elif not tab.charts.isHidden() and height < need:
+            tab.charts.hide()
 
 
 class LiveTab(QWidget):
@@ -82,38 +114,65 @@ class LiveTab(QWidget):
         self.inspect_button.clicked.connect(self.inspect_requested)
         self.mode_label = named(QLabel(""), "modeLabel")
         self.mode_label.setWordWrap(True)
-        side = named(QWidget(), "sidePanel")
+        # the side column: what it shows scrolls on a short screen (it never makes the window taller);
+        # the mode and the Inspect button stay in sight below it
+        self.side_panel = side = named(QWidget(), "sidePanel")
         col = QVBoxLayout(side)
         col.setContentsMargins(0, 0, 0, 0)
         col.addWidget(self.recipe_label)
         col.addWidget(self.scores)
         col.addWidget(self.shift_panel)
         col.addStretch(1)
-        col.addWidget(self.mode_label)
-        col.addWidget(self.inspect_button)
-        side.setMinimumWidth(380)
-        side.setMaximumWidth(520)
+        self.side_area = named(QScrollArea(), "sideArea")
+        self.side_area.setWidget(side)
+        self.side_area.setWidgetResizable(True)
+        self.side_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.side_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.side_area.setMinimumHeight(60)
+        self.side_column = column = named(QWidget(), "sideColumn")
+        self.side_layout = side_col = QVBoxLayout(column)
+        side_col.setContentsMargins(0, 0, 0, 0)
+        side_col.setSpacing(6)
+        side_col.addWidget(self.side_area, 1)
+        side_col.addWidget(self.mode_label)
+        side_col.addWidget(self.inspect_button)
+        column.setMinimumWidth(380)
+        column.setMaximumWidth(520)
 
         self.middle = QSplitter(Qt.Orientation.Horizontal)
         self.middle.setObjectName("middleSplitter")
         self.middle.addWidget(self.views)
-        self.middle.addWidget(side)
+        self.middle.addWidget(column)
         self.middle.setStretchFactor(0, 1)
         self.charts = ScoreCharts()
+        self.charts.setMinimumHeight(CHARTS_MIN_H)
         self.vertical = QSplitter(Qt.Orientation.Vertical)
         self.vertical.setObjectName("verticalSplitter")
         self.vertical.addWidget(self.middle)
         self.vertical.addWidget(self.charts)
         self.vertical.setStretchFactor(0, 3)
         self.vertical.setStretchFactor(1, 1)
+        self._charts_fit = _ChartsFit(self)
+        self.vertical.installEventFilter(self._charts_fit)
 
-        lay = QVBoxLayout(self)
+        self._lay = lay = QVBoxLayout(self)
         lay.setContentsMargins(10, 10, 10, 6)
         lay.setSpacing(8)
         lay.addWidget(self.banner)
         lay.addWidget(self.alert)
         lay.addWidget(self.task_bar)
         lay.addWidget(self.vertical, 1)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        """The same whether the alert and task bars show or not, and whether the charts do: a bar
+        appearing takes room from the part views (the charts make way), it never grows the window."""
+        # added up here, not read from the layout: its cached minimum lags behind the charts' show/hide
+        spacing = max(0, self._lay.spacing())
+        m = self._lay.contentsMargins()
+        h = (m.top() + m.bottom() + max(self.banner.minimumHeight(), self.banner.minimumSizeHint().height())
+             + self.alert.minimumSizeHint().height() + self.task_bar.minimumSizeHint().height()
+             + self.middle.minimumSizeHint().height() + 3 * spacing)
+        return QSize(super().minimumSizeHint().width(), h)
 
     @property
     def splitters(self) -> tuple[QSplitter, ...]:
@@ -202,6 +261,7 @@ class LiveTab(QWidget):
         self.inspect_button.setEnabled(triggered and p.ready and not p.trigger_pending and not p.paused)
         self.mode_label.setText("Mode: continuous — every frame is inspected")
         self.mode_label.setVisible(not triggered)  # in triggered mode the button says it all
+        QTimer.singleShot(0, self._charts_fit, self._charts_fit.fit)  # once the side column is laid out again
 
     # -- what the window asks ------------------------------------------------------------------
     def apply_latest(self) -> None:

@@ -18,6 +18,7 @@ from station.qt.inference import InspectionResult, LoadedRecipe
 from station.qt.live import LivePipeline
 from station.qt.live_tab import LiveTab
 from station.qt.recipe_dialog import RecipeDialog
+from station.qt.widgets import clamp_to_screen, fit_to_screen
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class MainWindow(QMainWindow):
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.live, "Live")
         self.setCentralWidget(self.tabs)
-        self.resize(1440, 900)
+        fit_to_screen(self, 1440, 900)  # or the screen, frame included, where that is smaller
 
     @property
     def _latest(self) -> InspectionResult | None:
@@ -447,6 +448,7 @@ class MainWindow(QMainWindow):
         geometry = s.value("window/geometry")
         if geometry is not None:
             self.restoreGeometry(geometry)
+            clamp_to_screen(self)  # saved on a larger screen: it must still fit this one
         for splitter in self.live.splitters:
             splitter.setChildrenCollapsible(False)  # no panel can be dragged out of sight
             default = splitter.saveState()

@@ -28,6 +28,7 @@ from core.images import ImageError, load_image
 from core.store import StoredInspection
 from station.context import StationContext
 from station.evidence import load_maps
+from station.qt.widgets import fit_to_screen
 from station.qt.workflow_common import (
     ALL_MODELS, VERDICT_COLOURS, LatestRunner, local_time, model_label, overlay_small,
     record_in_words, scale_font, scores_in_words, shrink, status_style, to_qimage,
@@ -285,7 +286,7 @@ class PartViewer(QDialog):
         lay.addWidget(self.view, 1)
         lay.addWidget(buttons)
         QShortcut(QKeySequence(Qt.Key.Key_Space), self, self.reject)
-        self.resize(1200, 700)
+        fit_to_screen(self, 1200, 700)  # or the screen, frame included, where that is smaller
         self.view.show_record(record)
 
     def done(self, result: int) -> None:

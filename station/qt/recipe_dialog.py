@@ -5,12 +5,14 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QListWidget, QListWidgetItem, QVBoxLayout
 
+from station.qt.widgets import fit_to_screen
+
 
 class RecipeDialog(QDialog):
     def __init__(self, context, current: tuple[str, int] | None = None, parent=None):
         super().__init__(parent)
         self.setWindowTitle("Choose recipe")
-        self.resize(520, 460)
+        fit_to_screen(self, 520, 460)
         self.list = QListWidget()
         self.choice: tuple[str, int] | None = None
         for product in context.products():

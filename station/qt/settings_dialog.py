@@ -8,16 +8,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox,
                                QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
-                               QLabel, QLineEdit, QPushButton, QRadioButton, QSpinBox, QStackedWidget,
-                               QVBoxLayout, QWidget)
+                               QFrame, QLabel, QLineEdit, QPushButton, QRadioButton, QScrollArea, QSizePolicy, QSpinBox,
+                               QStackedWidget, QVBoxLayout, QWidget)
 
 from station.demo import PART_KINDS
 
 from station.sources import probe_cameras
 from station.qt.tasks import Task
+from station.qt.widgets import fit_to_screen
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,10 @@ class SettingsDialog(QDialog):
         self.pages.addWidget(self._camera_page(s))
         self.pages.addWidget(self._folder_page(s))
         self.source.currentIndexChanged.connect(self.pages.setCurrentIndex)
+        self.pages.currentChanged.connect(self._page_sized)
         self.source.setCurrentIndex([k for k, _ in SOURCES].index(s.source_kind if s.source_kind in dict(SOURCES) else "demo"))
         self.pages.setCurrentIndex(self.source.currentIndex())
+        self._page_sized(self.pages.currentIndex())
         src_box = QGroupBox("Image source")
         src_lay = QVBoxLayout(src_box)
         src_lay.addWidget(self.source)
@@ -71,12 +74,25 @@ class SettingsDialog(QDialog):
             self.keep.addItem(text, key)
         self.keep.setCurrentIndex(max(0, [k for k, _ in KEEP].index(s.keep_images) if s.keep_images in dict(KEEP) else 0))
         self.operator = QLineEdit(s.operator)
+        self.one_per_part = QCheckBox("Continuous mode: record each part once, when it comes to rest")
+        self.one_per_part.setChecked(bool(s.one_record_per_part))
+        self.evidence_days = QSpinBox(minimum=1, maximum=3650, value=int(round(s.evidence_days)), suffix=" days")
+        self.evidence_gb = QDoubleSpinBox(minimum=0.1, maximum=10000, decimals=1, value=float(s.evidence_max_gb),
+                                          suffix=" GB")
+        self.min_free_gb = QDoubleSpinBox(minimum=0.0, maximum=1000, decimals=1, value=float(s.min_free_gb),
+                                          suffix=" GB free")
         rec_box = QGroupBox("Review and records")
         rec = QFormLayout(rec_box)
         rec.addRow(self.queue_fails)
         rec.addRow("Keep the images of", self.keep)
+        rec.addRow(self.one_per_part)
+        rec.addRow("Keep images for", self.evidence_days)
+        rec.addRow("... and at most", self.evidence_gb)
+        rec.addRow("Stop keeping images below", self.min_free_gb)
         rec.addRow("Operator", self.operator)
-        note = QLabel("REVIEW parts always keep their images: the review queue shows them.")
+        note = QLabel("REVIEW parts always keep their images: the review queue shows them. Older images are "
+                      "removed, oldest first (never those of parts still waiting for review); verdicts and "
+                      "scores are kept.")
         note.setWordWrap(True)
         rec.addRow(note)
 
@@ -86,15 +102,36 @@ class SettingsDialog(QDialog):
         self.error = QLabel("", objectName="dialogError")
         self.error.setWordWrap(True)
         self.error.hide()
+        # the settings scroll on a short screen; Save and Cancel stay in sight below them
+        content = QWidget()
+        col = QVBoxLayout(content)
+        col.setContentsMargins(0, 0, 6, 0)
+        col.addWidget(src_box)
+        col.addWidget(mode_box)
+        col.addWidget(rec_box)
+        col.addWidget(self.error)
+        col.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(content)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        content.ensurePolished()  # the style sheet's fonts: the width they need
+        scroll.setMinimumWidth(content.minimumSizeHint().width() + 20)
         lay = QVBoxLayout(self)
-        lay.addWidget(src_box)
-        lay.addWidget(mode_box)
-        lay.addWidget(rec_box)
-        lay.addWidget(self.error)
+        lay.addWidget(scroll, 1)
         lay.addWidget(buttons)
-        self.resize(640, 720)
+        fit_to_screen(self, 640, 720)
 
     # -- pages ---------------------------------------------------------------------------
+    def _page_sized(self, index: int) -> None:
+        """The source box is as tall as the page shown, not as the tallest page (less to scroll)."""
+        for i in range(self.pages.count()):
+            page = self.pages.widget(i)
+            vertical = QSizePolicy.Policy.Preferred if i == index else QSizePolicy.Policy.Ignored
+            page.setSizePolicy(QSizePolicy.Policy.Preferred, vertical)
+        self.pages.updateGeometry()
+
     def _demo_page(self, s) -> QWidget:
         w = QWidget()
         form = QFormLayout(w)
@@ -215,6 +252,10 @@ class SettingsDialog(QDialog):
         s.queue_fails = self.queue_fails.isChecked()
         s.keep_images = self.keep.currentData()
         s.operator = self.operator.text().strip()
+        s.one_record_per_part = self.one_per_part.isChecked()
+        s.evidence_days = float(self.evidence_days.value())
+        s.evidence_max_gb = float(self.evidence_gb.value())
+        s.min_free_gb = float(self.min_free_gb.value())
         try:
             self.context.save_settings()
         except OSError as exc:

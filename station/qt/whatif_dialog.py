@@ -15,6 +15,7 @@ from core.fusion import Fusion
 from core.recipe import Recipe
 from station.context import StationContext
 from station.qt.tasks import Task
+from station.qt.widgets import fit_to_screen
 from station.qt.workflow_common import (
     LatestRunner, model_label, one_in_words, release_later, scale_font, status_style,
 )
@@ -45,6 +46,7 @@ class WhatIfDialog(QDialog):
         self._saver: Task | None = None
 
         self.recipe_label = QLabel("Loading…")
+        self.recipe_label.setWordWrap(True)  # the recipe and how many inspections: long on a small screen
         scale_font(self.recipe_label, 1.2, bold=True)
         self.fail_budget = QSpinBox()
         self.fail_budget.setRange(20, 100_000)
@@ -85,6 +87,7 @@ class WhatIfDialog(QDialog):
         self.table.setMinimumHeight(120)
         self.table.setMaximumHeight(240)
         self.changed_label = QLabel()
+        self.changed_label.setWordWrap(True)
         scale_font(self.changed_label, 1.3, bold=True)
         self.good_label = QLabel()
         self.good_label.setWordWrap(True)
@@ -124,7 +127,7 @@ class WhatIfDialog(QDialog):
         lay.addStretch(1)
         lay.addLayout(buttons)
         lay.addWidget(self.status)
-        self.resize(760, 620)
+        fit_to_screen(self, 900, 640)
 
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)

@@ -7,9 +7,9 @@ from typing import TypeVar
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRect, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPen
-from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton,
-                               QSizePolicy, QVBoxLayout, QWidget)
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QGuiApplication, QImage, QPainter, QPen
+from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
+                               QProgressBar, QPushButton, QSizePolicy, QTableView, QVBoxLayout, QWidget)
 
 from core.types import ModelScore, ModelState
 
@@ -30,6 +30,75 @@ def named(widget: _W, name: str) -> _W:
     sheet selects on it). PySide6's stubs list only a class's own properties as keywords."""
     widget.setObjectName(name)
     return widget
+
+
+# room for a window manager's frame around a top-level window (title bar, borders), before it is
+# shown and the real frame is known: generous enough for openbox, xfwm, mutter and Windows
+FRAME_ALLOWANCE = QSize(16, 48)
+
+
+def available_area(widget: QWidget | None = None) -> QRect:
+    """The available geometry (no task bars or panels) of the screen ``widget`` is on, or would open on."""
+    screen = None
+    if widget is not None:
+        parent = widget.parentWidget()
+        screen = (parent.window() if parent is not None else widget).screen()
+    screen = screen or QGuiApplication.primaryScreen()
+    return screen.availableGeometry() if screen is not None else QRect(0, 0, 1280, 720)
+
+
+def fit_to_screen(window: QWidget, width: int, height: int) -> None:
+    """Resize a top-level window to ``width`` x ``height``, or less where its screen is smaller (its
+    frame included), never below its minimum size. Call before the first show."""
+    area = available_area(window)
+    w = min(width, area.width() - FRAME_ALLOWANCE.width())
+    h = min(height, area.height() - FRAME_ALLOWANCE.height())
+    window.resize(max(w, window.minimumWidth()), max(h, window.minimumHeight()))
+
+
+def clamp_to_screen(window: QWidget) -> None:
+    """A restored (or any) geometry larger than the screen shrinks to fit it, frame included, and
+    moves onto it; a window that fits is left where it is."""
+    area = available_area(window)
+    frame = window.frameGeometry()
+    extra = QSize(max(frame.width() - window.width(), FRAME_ALLOWANCE.width()),
+                  max(frame.height() - window.height(), FRAME_ALLOWANCE.height()))
+    w = max(window.minimumWidth(), min(window.width(), area.width() - extra.width()))
+    h = max(window.minimumHeight(), min(window.height(), area.height() - extra.height()))
+    if (w, h) != (window.width(), window.height()):
+        window.resize(w, h)
+    x = min(max(frame.x(), area.left()), area.right() + 1 - (w + extra.width()))
+    y = min(max(frame.y(), area.top()), area.bottom() + 1 - (h + extra.height()))
+    if (x, y) != (frame.x(), frame.y()):
+        window.move(max(x, area.left()), max(y, area.top()))
+
+
+def fit_columns_to_headers(table: QTableView, samples: dict[int, str] | None = None, minimum: int = 48) -> None:
+    """Every column at least as wide as its title (no "atchCor" for PatchCore) and as a typical
+    value (``samples``: column -> text, in the table's own font); titles that still do not fit (a
+    column dragged narrow) are elided, the full title is the header's tooltip."""
+    header = table.horizontalHeader()
+    table.ensurePolished()
+    header.ensurePolished()
+    header.setTextElideMode(Qt.TextElideMode.ElideRight)
+    header.setMinimumSectionSize(minimum)
+    model = table.model()
+    if model is None:
+        return
+    fm = table.fontMetrics()
+    for col in range(model.columnCount()):
+        if header.sectionResizeMode(col) == QHeaderView.ResizeMode.Interactive:
+            value = fm.horizontalAdvance((samples or {}).get(col, "")) + 20
+            table.setColumnWidth(col, max(table.columnWidth(col), header.sectionSizeHint(col), value))
+
+
+def compact_combo(combo, chars: int = 12) -> None:
+    """A combo box that may be narrower than its longest item (which it shows elided) instead of
+    forcing its window wider; the full text of the current item is its tooltip."""
+    combo.setSizeAdjustPolicy(combo.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(chars)
+    combo.currentTextChanged.connect(combo.setToolTip)
+    combo.setToolTip(combo.currentText())
 
 
 def repolish(widget: QWidget) -> None:
@@ -118,11 +187,46 @@ class ImageView(QWidget):
         self.last_painted = time.perf_counter()
 
 
+def wrap_lines(text: str, font: QFont, width: int, max_lines: int) -> tuple[list[str], bool]:
+    """``text`` in lines of at most ``width`` px (broken between words), at most ``max_lines`` of
+    them, the last one elided (…) when the text needs more; and whether anything was left out."""
+    if not text:
+        return [], False
+    if max_lines <= 0:
+        return [], True
+    fm = QFontMetrics(font)
+    lines: list[str] = []
+    current = ""
+    for word in text.split():
+        trial = f"{current} {word}" if current else word
+        if current and fm.horizontalAdvance(trial) > width:
+            lines.append(current)
+            current = word
+        else:
+            current = trial
+    if current:
+        lines.append(current)
+    cut = len(lines) > max_lines
+    if cut:
+        lines = lines[:max_lines - 1] + [" ".join(lines[max_lines - 1:])]
+    out = []
+    for line in lines:
+        shown = fm.elidedText(line, Qt.TextElideMode.ElideRight, width) if fm.horizontalAdvance(line) > width else line
+        cut = cut or shown != line
+        out.append(shown)
+    return out, cut
+
+
 class VerdictBanner(QWidget):
     """PASS / FAIL / REVIEW in big letters on its colour, the reason in plain words beside it.
 
     Painted directly (no child labels, no style-sheet re-polish): a verdict change costs one
     repaint of about a millisecond, even when verdicts alternate 20 times a second.
+
+    Nothing is cut mid-word: a headline wider than its box ("Inspecting…") is drawn smaller, the
+    sentence wraps (two lines at most) and the details take the lines left; what still does not
+    fit ends in "…", and then the whole text is the banner's tooltip (``elided`` says so). The
+    banner is 132 px high where there is room and gives up to 36 px of it on a short screen.
     """
 
     STATES = ("PASS", "FAIL", "REVIEW", "BUSY", "IDLE")
@@ -131,12 +235,16 @@ class VerdictBanner(QWidget):
         "BUSY": ("#1565c0", "#ffffff"), "IDLE": ("#37474f", "#ffffff"),
     }
     SIZES_PT = (52.0, 21.0, 16.0)  # headline, action, detail
+    HEIGHT = 132  # where there is room
+    MIN_HEIGHT = 96  # on a short screen
+    MIN_HEADLINE_PT = 22.0
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("verdictBanner")
-        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
-        self.setFixedHeight(132)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        self.setMinimumHeight(self.MIN_HEIGHT)
+        self.setMaximumHeight(self.HEIGHT)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         self.state = "IDLE"
         self.headline, self.action, self.detail = "—", "", ""
@@ -144,12 +252,22 @@ class VerdictBanner(QWidget):
         self.shown_seq = 0  # bumped on every set_state; painted_seq follows once it is on screen
         self.painted_seq = 0
         self.last_painted = 0.0
+        self.elided = False  # the last paint left something out (the tooltip has it all)
+        self._layout_key: tuple | None = None
+        self._layout: tuple = ()
         self._fonts = []
         for pt, bold in zip(self.SIZES_PT, (True, True, False)):
             f = QFont(self.font())
             f.setPointSizeF(pt)
             f.setBold(bold)
             self._fonts.append(f)
+        self._head_w = max(260, QFontMetrics(self._fonts[0]).horizontalAdvance("REVIEW") + 8)
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(900, self.HEIGHT)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        return QSize(24 + self._head_w + 28 + 240, self.MIN_HEIGHT)
 
     def set_state(self, state: str, headline: str, action: str = "", detail: str = "") -> None:
         if state not in self.STATES:
@@ -162,8 +280,42 @@ class VerdictBanner(QWidget):
         self.shown_seq += 1
         self.update()
 
+    def _lay_out(self) -> tuple:
+        """Fonts and lines for the current texts and size (kept until one of them changes)."""
+        key = (self.headline, self.action, self.detail, self.width(), self.height())
+        if key == self._layout_key:
+            return self._layout
+        big, mid, small = self._fonts
+        head = QFont(big)
+        need = QFontMetrics(head).horizontalAdvance(self.headline)
+        # the headline's box: wide enough for PASS / FAIL / REVIEW, wider for "Camera lost" where
+        # the banner has room (a third of it at most)
+        head_w = max(self._head_w, min(need + 8, int(self.width() * 0.32)))
+        room = head_w - 8
+        while need > room and head.pointSizeF() > self.MIN_HEADLINE_PT:  # "Inspecting…": smaller, not cut
+            head.setPointSizeF(max(self.MIN_HEADLINE_PT, min(head.pointSizeF() - 1, head.pointSizeF() * room / need)))
+            need = QFontMetrics(head).horizontalAdvance(self.headline)
+        headline = QFontMetrics(head).elidedText(self.headline, Qt.TextElideMode.ElideRight, room)
+        x = 24 + head_w + 28
+        text = QRect(x, 8, max(10, self.width() - x - 20), self.height() - 16)
+        mid_h, small_h = QFontMetrics(mid).height(), QFontMetrics(small).height()
+        gap = 4 if self.action and self.detail else 0
+        action_lines = 2 if text.height() >= 2 * mid_h + gap + (small_h if self.detail else 0) else 1
+        action, cut_a = wrap_lines(self.action, mid, text.width(), action_lines)
+        left = text.height() - len(action) * mid_h - gap
+        detail, cut_d = wrap_lines(self.detail, small, text.width(), max(0, left // small_h))
+        block = len(action) * mid_h + (gap if detail else 0) + len(detail) * small_h
+        elided = cut_a or cut_d or headline != self.headline
+        self._layout_key = key
+        self._layout = (head, head_w, headline, text, action, detail, mid_h, small_h, gap, block, elided)
+        self.elided = elided
+        full = "\n".join(t for t in (self.headline, self.action, self.detail) if t)
+        self.setToolTip(full if elided else "")
+        return self._layout
+
     def paintEvent(self, event) -> None:  # noqa: N802
         bg, fg = self.COLOURS[self.state]
+        head, head_w, headline, text, action, detail, mid_h, small_h, gap, block, _ = self._lay_out()
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         p.fillRect(self.rect(), self.palette().window())
@@ -171,25 +323,20 @@ class VerdictBanner(QWidget):
         p.setBrush(QColor(bg))
         p.drawRoundedRect(QRectF(self.rect()), 10, 10)
         p.setPen(QColor(fg))
-        big, mid, small = self._fonts
-        p.setFont(big)
-        head_w = max(260, QFontMetrics(big).horizontalAdvance("REVIEW") + 8)
-        p.drawText(QRect(24, 0, head_w, self.height()), Qt.AlignmentFlag.AlignCenter, self.headline)
-        x = 24 + head_w + 28
-        text = QRect(x, 10, max(10, self.width() - x - 24), self.height() - 20)
-        mid_h = QFontMetrics(mid).height() if self.action else 0
-        flags = Qt.TextFlag.TextWordWrap | Qt.AlignmentFlag.AlignLeft
-        detail_rect = QFontMetrics(small).boundingRect(QRect(0, 0, text.width(), 10_000), int(flags), self.detail)
-        block = mid_h + (4 if self.action and self.detail else 0) + (detail_rect.height() if self.detail else 0)
+        _, mid, small = self._fonts
+        p.setFont(head)
+        p.drawText(QRect(24, 0, head_w, self.height()), Qt.AlignmentFlag.AlignCenter, headline)
+        left = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
         y = text.top() + max(0, (text.height() - block) // 2)
-        if self.action:
-            p.setFont(mid)
-            p.drawText(QRect(x, y, text.width(), mid_h), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-                       self.action)
-            y += mid_h + 4
-        if self.detail:
-            p.setFont(small)
-            p.drawText(QRect(x, y, text.width(), text.bottom() - y), flags, self.detail)
+        p.setFont(mid)
+        for line in action:
+            p.drawText(QRect(text.left(), y, text.width(), mid_h), left, line)
+            y += mid_h
+        y += gap if action and detail else 0
+        p.setFont(small)
+        for line in detail:
+            p.drawText(QRect(text.left(), y, text.width(), small_h), left, line)
+            y += small_h
         p.end()
         self.painted_seq = self.shown_seq
         self.last_painted = time.perf_counter()
@@ -351,7 +498,12 @@ class ShiftPanel(QFrame):
 
 
 class AlertBar(QFrame):
-    """One plain-words message (warning or error) with a Dismiss button; hidden when empty."""
+    """One plain-words message (warning or error) with a Dismiss button; hidden when empty.
+
+    Its minimum height is that of ``LINES`` lines whatever it says, so the Live tab can keep the
+    room for it (an alert appearing never makes the window taller); a longer message wraps on."""
+
+    LINES = 2
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -363,11 +515,18 @@ class AlertBar(QFrame):
         dismiss = QPushButton("Dismiss")
         dismiss.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         dismiss.clicked.connect(self.clear)
-        row = QHBoxLayout(self)
+        self.dismiss = dismiss
+        self._row = row = QHBoxLayout(self)
         row.setContentsMargins(14, 6, 8, 6)
         row.addWidget(self.label, 1)
         row.addWidget(dismiss)
         self.hide()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - the same for every message, shown or not
+        self.ensurePolished()
+        m = self.contentsMargins() + self._row.contentsMargins()
+        inner = max(self.dismiss.minimumSizeHint().height(), self.LINES * self.label.fontMetrics().lineSpacing())
+        return QSize(super().minimumSizeHint().width(), m.top() + m.bottom() + inner)
 
     def show_message(self, text: str, level: str = "warning") -> None:
         if level != self.property("level"):
@@ -385,6 +544,29 @@ class AlertBar(QFrame):
         return self.label.text() if self.isVisible() else ""
 
 
+class ElidedLabel(QLabel):
+    """A one-line label that ends in "…" when it is narrower than its text, instead of making its
+    window wider; then the full text is its tooltip. ``text()`` is always the full text."""
+
+    MIN_WIDTH = 60
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        hint = super().minimumSizeHint()
+        return QSize(min(hint.width(), self.MIN_WIDTH), hint.height())
+
+    def paintEvent(self, event) -> None:  # noqa: N802
+        r = self.contentsRect()
+        full = self.text()
+        shown = self.fontMetrics().elidedText(full, Qt.TextElideMode.ElideRight, r.width())
+        tip = full if shown != full else ""
+        if self.toolTip() != tip:
+            self.setToolTip(tip)
+        p = QPainter(self)
+        p.setPen(self.palette().color(self.foregroundRole()))
+        p.drawText(r, int(self.alignment()), shown)
+        p.end()
+
+
 class TaskBar(QFrame):
     """A long action in progress: its stage, a progress bar and Cancel (Esc)."""
 
@@ -393,23 +575,31 @@ class TaskBar(QFrame):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("taskBar")
-        self.title = named(QLabel(""), "taskTitle")
-        self.stage = named(QLabel(""), "taskStage")
+        self.title = named(ElidedLabel(""), "taskTitle")
+        self.stage = named(ElidedLabel(""), "taskStage")
         self.bar = QProgressBar()
         self.bar.setRange(0, 1000)
         self.bar.setTextVisible(False)
         self.cancel = QPushButton("Cancel (Esc)")
         self.cancel.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.cancel.clicked.connect(self.cancel_requested)
-        row = QHBoxLayout(self)
+        self._row = row = QHBoxLayout(self)
         row.setContentsMargins(14, 6, 8, 6)
-        col = QVBoxLayout()
+        self._col = col = QVBoxLayout()
         col.addWidget(self.title)
         col.addWidget(self.stage)
         row.addLayout(col, 2)
         row.addWidget(self.bar, 3)
         row.addWidget(self.cancel)
         self.hide()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - the same for every title and stage, shown or not
+        self.ensurePolished()
+        m = self.contentsMargins() + self._row.contentsMargins()
+        text = (self.title.fontMetrics().height() + self.stage.fontMetrics().height() + max(0, self._col.spacing())
+                + 2 * max(self.title.margin(), 0))
+        inner = max(text, self.cancel.minimumSizeHint().height(), self.bar.minimumSizeHint().height())
+        return QSize(super().minimumSizeHint().width(), m.top() + m.bottom() + inner)
 
     def start(self, title: str) -> None:
         self.title.setText(title)
