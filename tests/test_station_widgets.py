@@ -11,7 +11,8 @@ from station.qt import settings_dialog
 from station.qt.charts import HISTORY, REDRAW_HZ, ScoreCharts, calibration_scores
 from station.context import StationContext
 from station.qt.settings_dialog import SettingsDialog
-from station.qt.widgets import ScorePanel, VerdictBanner
+from station.qt.banner import VerdictBanner
+from station.qt.widgets import ScorePanel
 
 from station_helpers import make_inspection
 

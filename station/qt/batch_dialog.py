@@ -27,7 +27,7 @@ from station.context import StationContext
 from station.qt.part_viewer import PartViewer, load_part_images
 from station.report import ResultRow, summary_counts, write_csv, write_html
 from station.qt.tasks import Task
-from station.qt.widgets import fit_columns_to_headers, fit_to_screen
+from station.qt.screen_fit import fit_columns_to_headers, fit_to_screen
 from station.qt.workflow_common import release_later, scale_font, status_style
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from station.qt.calibration_result import ResultPage
 from station.context import StationContext
 from station.qt.roi_editor import RoiEditor
 from station.qt.tasks import Task
-from station.qt.widgets import compact_combo, fit_to_screen
+from station.qt.screen_fit import compact_combo, fit_to_screen
 from station.qt.workflow_common import LatestRunner, release_later, scale_font, show_status, to_qimage
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 from core.store import ResultsStore, StoredInspection
 from station.context import StationContext
 from station.qt.part_viewer import PartViewer
-from station.qt.widgets import compact_combo, fit_columns_to_headers
+from station.qt.screen_fit import compact_combo, fit_columns_to_headers
 from station.qt.workflow_common import (
     ColumnsTableModel,
     ERROR_COLOUR, VERDICT_COLOURS, LatestRunner, local_time, record_in_words, scale_font, status_style,

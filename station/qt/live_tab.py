@@ -22,7 +22,9 @@ from station.mailbox import TRIGGERED
 from station.qt.charts import ScoreCharts
 from station.qt.inference import InspectionResult, LoadedRecipe
 from station.qt.live import LivePipeline
-from station.qt.widgets import AlertBar, ImageView, ScorePanel, ShiftPanel, TaskBar, VerdictBanner, named
+from station.qt.screen_fit import named
+from station.qt.banner import VerdictBanner
+from station.qt.widgets import AlertBar, ImageView, ScorePanel, ShiftPanel, TaskBar
 from station.wording import action as verdict_action
 from station.wording import explain, headline
 

@@ -18,7 +18,7 @@ from station.qt.inference import InspectionResult, LoadedRecipe
 from station.qt.live import LivePipeline
 from station.qt.live_tab import LiveTab
 from station.qt.recipe_dialog import RecipeDialog
-from station.qt.widgets import clamp_to_screen, fit_to_screen
+from station.qt.screen_fit import clamp_to_screen, fit_to_screen
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from core.images import ImageError, load_image
 from core.store import StoredInspection
 from station.context import StationContext
 from station.evidence import load_maps
-from station.qt.widgets import fit_to_screen
+from station.qt.screen_fit import fit_to_screen
 from station.qt.workflow_common import (
     ALL_MODELS, VERDICT_COLOURS, LatestRunner, local_time, model_label, overlay_small,
     record_in_words, scale_font, scores_in_words, shrink, status_style, to_qimage,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QListWidget, QListWidgetItem, QVBoxLayout
 
-from station.qt.widgets import fit_to_screen
+from station.qt.screen_fit import fit_to_screen
 
 
 class RecipeDialog(QDialog):

@@ -18,7 +18,7 @@ from station.demo import PART_KINDS
 
 from station.sources import probe_cameras
 from station.qt.tasks import Task
-from station.qt.widgets import fit_to_screen
+from station.qt.screen_fit import fit_to_screen
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from core.fusion import Fusion
 from core.recipe import Recipe
 from station.context import StationContext
 from station.qt.tasks import Task
-from station.qt.widgets import fit_to_screen
+from station.qt.screen_fit import fit_to_screen
 from station.qt.workflow_common import (
     LatestRunner, model_label, one_in_words, release_later, scale_font, status_style,
 )

@@ -1,18 +1,19 @@
-"""The live tab's building blocks: image views, the verdict banner, score gauges, shift counters,
+"""The live tab's building blocks: image views, score gauges, shift counters (the verdict banner is in
+``station.qt.banner``),
 the alert bar and the long-action bar. Cheap to update: no numpy work per frame, no layout churn."""
 from __future__ import annotations
 
 import time
-from typing import TypeVar
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRect, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QGuiApplication, QImage, QPainter, QPen
-from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
-                               QProgressBar, QPushButton, QSizePolicy, QTableView, QVBoxLayout, QWidget)
+from PySide6.QtGui import QColor, QImage, QPainter, QPen
+from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel,
+                               QProgressBar, QPushButton, QSizePolicy, QVBoxLayout, QWidget)
 
 from core.types import ModelScore, ModelState
 
+from station.qt.screen_fit import named, repolish
 from station.shift import ShiftSnapshot
 from station.wording import model_label
 
@@ -20,93 +21,6 @@ COLOURS = {
     "PASS": QColor("#2e7d32"), "FAIL": QColor("#c62828"), "REVIEW": QColor("#ffb300"),
     "normal": QColor("#43a047"), "uncertain": QColor("#ffb300"), "defect": QColor("#e53935"),
 }
-
-
-_W = TypeVar("_W", bound=QWidget)
-
-
-def named(widget: _W, name: str) -> _W:
-    """``widget`` with its object name set (what ``objectName=`` in the constructor does; the style
-    sheet selects on it). PySide6's stubs list only a class's own properties as keywords."""
-    widget.setObjectName(name)
-    return widget
-
-
-# room for a window manager's frame around a top-level window (title bar, borders), before it is
-# shown and the real frame is known: generous enough for openbox, xfwm, mutter and Windows
-FRAME_ALLOWANCE = QSize(16, 48)
-
-
-def available_area(widget: QWidget | None = None) -> QRect:
-    """The available geometry (no task bars or panels) of the screen ``widget`` is on, or would open on."""
-    screen = None
-    if widget is not None:
-        parent = widget.parentWidget()
-        screen = (parent.window() if parent is not None else widget).screen()
-    screen = screen or QGuiApplication.primaryScreen()
-    return screen.availableGeometry() if screen is not None else QRect(0, 0, 1280, 720)
-
-
-def fit_to_screen(window: QWidget, width: int, height: int) -> None:
-    """Resize a top-level window to ``width`` x ``height``, or less where its screen is smaller (its
-    frame included), never below its minimum size. Call before the first show."""
-    area = available_area(window)
-    w = min(width, area.width() - FRAME_ALLOWANCE.width())
-    h = min(height, area.height() - FRAME_ALLOWANCE.height())
-    window.resize(max(w, window.minimumWidth()), max(h, window.minimumHeight()))
-
-
-def clamp_to_screen(window: QWidget) -> None:
-    """A restored (or any) geometry larger than the screen shrinks to fit it, frame included, and
-    moves onto it; a window that fits is left where it is."""
-    area = available_area(window)
-    frame = window.frameGeometry()
-    extra = QSize(max(frame.width() - window.width(), FRAME_ALLOWANCE.width()),
-                  max(frame.height() - window.height(), FRAME_ALLOWANCE.height()))
-    w = max(window.minimumWidth(), min(window.width(), area.width() - extra.width()))
-    h = max(window.minimumHeight(), min(window.height(), area.height() - extra.height()))
-    if (w, h) != (window.width(), window.height()):
-        window.resize(w, h)
-    x = min(max(frame.x(), area.left()), area.right() + 1 - (w + extra.width()))
-    y = min(max(frame.y(), area.top()), area.bottom() + 1 - (h + extra.height()))
-    if (x, y) != (frame.x(), frame.y()):
-        window.move(max(x, area.left()), max(y, area.top()))
-
-
-def fit_columns_to_headers(table: QTableView, samples: dict[int, str] | None = None, minimum: int = 48) -> None:
-    """Every column at least as wide as its title (no "atchCor" for PatchCore) and as a typical
-    value (``samples``: column -> text, in the table's own font); titles that still do not fit (a
-    column dragged narrow) are elided, the full title is the header's tooltip."""
-    header = table.horizontalHeader()
-    table.ensurePolished()
-    header.ensurePolished()
-    header.setTextElideMode(Qt.TextElideMode.ElideRight)
-    header.setMinimumSectionSize(minimum)
-    model = table.model()
-    if model is None:
-        return
-    fm = table.fontMetrics()
-    for col in range(model.columnCount()):
-        if header.sectionResizeMode(col) == QHeaderView.ResizeMode.Interactive:
-            value = fm.horizontalAdvance((samples or {}).get(col, "")) + 20
-            table.setColumnWidth(col, max(table.columnWidth(col), header.sectionSizeHint(col), value))
-
-
-def compact_combo(combo, chars: int = 12) -> None:
-    """A combo box that may be narrower than its longest item (which it shows elided) instead of
-    forcing its window wider; the full text of the current item is its tooltip."""
-    combo.setSizeAdjustPolicy(combo.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-    combo.setMinimumContentsLength(chars)
-    combo.currentTextChanged.connect(combo.setToolTip)
-    combo.setToolTip(combo.currentText())
-
-
-def repolish(widget: QWidget) -> None:
-    """Re-apply the style sheet after a dynamic property changed (call only on a real change)."""
-    style = widget.style()
-    style.unpolish(widget)
-    style.polish(widget)
-    widget.update()
 
 
 class ImageView(QWidget):
@@ -184,161 +98,6 @@ class ImageView(QWidget):
             p.setPen(QColor("#ffd54f"))
             p.drawText(band, Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, self.message)
         p.end()
-        self.last_painted = time.perf_counter()
-
-
-def wrap_lines(text: str, font: QFont, width: int, max_lines: int) -> tuple[list[str], bool]:
-    """``text`` in lines of at most ``width`` px (broken between words), at most ``max_lines`` of
-    them, the last one elided (…) when the text needs more; and whether anything was left out."""
-    if not text:
-        return [], False
-    if max_lines <= 0:
-        return [], True
-    fm = QFontMetrics(font)
-    lines: list[str] = []
-    current = ""
-    for word in text.split():
-        trial = f"{current} {word}" if current else word
-        if current and fm.horizontalAdvance(trial) > width:
-            lines.append(current)
-            current = word
-        else:
-            current = trial
-    if current:
-        lines.append(current)
-    cut = len(lines) > max_lines
-    if cut:
-        lines = lines[:max_lines - 1] + [" ".join(lines[max_lines - 1:])]
-    out = []
-    for line in lines:
-        shown = fm.elidedText(line, Qt.TextElideMode.ElideRight, width) if fm.horizontalAdvance(line) > width else line
-        cut = cut or shown != line
-        out.append(shown)
-    return out, cut
-
-
-class VerdictBanner(QWidget):
-    """PASS / FAIL / REVIEW in big letters on its colour, the reason in plain words beside it.
-
-    Painted directly (no child labels, no style-sheet re-polish): a verdict change costs one
-    repaint of about a millisecond, even when verdicts alternate 20 times a second.
-
-    Nothing is cut mid-word: a headline wider than its box ("Inspecting…") is drawn smaller, the
-    sentence wraps (two lines at most) and the details take the lines left; what still does not
-    fit ends in "…", and then the whole text is the banner's tooltip (``elided`` says so). The
-    banner is 132 px high where there is room and gives up to 36 px of it on a short screen.
-    """
-
-    STATES = ("PASS", "FAIL", "REVIEW", "BUSY", "IDLE")
-    COLOURS = {  # background, text
-        "PASS": ("#2e7d32", "#ffffff"), "FAIL": ("#c62828", "#ffffff"), "REVIEW": ("#ffb300", "#1a1a1a"),
-        "BUSY": ("#1565c0", "#ffffff"), "IDLE": ("#37474f", "#ffffff"),
-    }
-    SIZES_PT = (52.0, 21.0, 16.0)  # headline, action, detail
-    HEIGHT = 132  # where there is room
-    MIN_HEIGHT = 96  # on a short screen
-    MIN_HEADLINE_PT = 22.0
-
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.setObjectName("verdictBanner")
-        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
-        self.setMinimumHeight(self.MIN_HEIGHT)
-        self.setMaximumHeight(self.HEIGHT)
-        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
-        self.state = "IDLE"
-        self.headline, self.action, self.detail = "—", "", ""
-        self.setProperty("verdict", self.state)
-        self.shown_seq = 0  # bumped on every set_state; painted_seq follows once it is on screen
-        self.painted_seq = 0
-        self.last_painted = 0.0
-        self.elided = False  # the last paint left something out (the tooltip has it all)
-        self._layout_key: tuple | None = None
-        self._layout: tuple = ()
-        self._fonts = []
-        for pt, bold in zip(self.SIZES_PT, (True, True, False)):
-            f = QFont(self.font())
-            f.setPointSizeF(pt)
-            f.setBold(bold)
-            self._fonts.append(f)
-        self._head_w = max(260, QFontMetrics(self._fonts[0]).horizontalAdvance("REVIEW") + 8)
-
-    def sizeHint(self) -> QSize:  # noqa: N802
-        return QSize(900, self.HEIGHT)
-
-    def minimumSizeHint(self) -> QSize:  # noqa: N802
-        return QSize(24 + self._head_w + 28 + 240, self.MIN_HEIGHT)
-
-    def set_state(self, state: str, headline: str, action: str = "", detail: str = "") -> None:
-        if state not in self.STATES:
-            raise ValueError(state)
-        if state != self.state:
-            self.state = state
-            self.setProperty("verdict", state)
-        self.headline, self.action, self.detail = headline, action, detail
-        self.setAccessibleName(f"{headline}. {action} {detail}".strip())
-        self.shown_seq += 1
-        self.update()
-
-    def _lay_out(self) -> tuple:
-        """Fonts and lines for the current texts and size (kept until one of them changes)."""
-        key = (self.headline, self.action, self.detail, self.width(), self.height())
-        if key == self._layout_key:
-            return self._layout
-        big, mid, small = self._fonts
-        head = QFont(big)
-        need = QFontMetrics(head).horizontalAdvance(self.headline)
-        # the headline's box: wide enough for PASS / FAIL / REVIEW, wider for "Camera lost" where
-        # the banner has room (a third of it at most)
-        head_w = max(self._head_w, min(need + 8, int(self.width() * 0.32)))
-        room = head_w - 8
-        while need > room and head.pointSizeF() > self.MIN_HEADLINE_PT:  # "Inspecting…": smaller, not cut
-            head.setPointSizeF(max(self.MIN_HEADLINE_PT, min(head.pointSizeF() - 1, head.pointSizeF() * room / need)))
-            need = QFontMetrics(head).horizontalAdvance(self.headline)
-        headline = QFontMetrics(head).elidedText(self.headline, Qt.TextElideMode.ElideRight, room)
-        x = 24 + head_w + 28
-        text = QRect(x, 8, max(10, self.width() - x - 20), self.height() - 16)
-        mid_h, small_h = QFontMetrics(mid).height(), QFontMetrics(small).height()
-        gap = 4 if self.action and self.detail else 0
-        action_lines = 2 if text.height() >= 2 * mid_h + gap + (small_h if self.detail else 0) else 1
-        action, cut_a = wrap_lines(self.action, mid, text.width(), action_lines)
-        left = text.height() - len(action) * mid_h - gap
-        detail, cut_d = wrap_lines(self.detail, small, text.width(), max(0, left // small_h))
-        block = len(action) * mid_h + (gap if detail else 0) + len(detail) * small_h
-        elided = cut_a or cut_d or headline != self.headline
-        self._layout_key = key
-        self._layout = (head, head_w, headline, text, action, detail, mid_h, small_h, gap, block, elided)
-        self.elided = elided
-        full = "\n".join(t for t in (self.headline, self.action, self.detail) if t)
-        self.setToolTip(full if elided else "")
-        return self._layout
-
-    def paintEvent(self, event) -> None:  # noqa: N802
-        bg, fg = self.COLOURS[self.state]
-        head, head_w, headline, text, action, detail, mid_h, small_h, gap, block, _ = self._lay_out()
-        p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        p.fillRect(self.rect(), self.palette().window())
-        p.setPen(Qt.PenStyle.NoPen)
-        p.setBrush(QColor(bg))
-        p.drawRoundedRect(QRectF(self.rect()), 10, 10)
-        p.setPen(QColor(fg))
-        _, mid, small = self._fonts
-        p.setFont(head)
-        p.drawText(QRect(24, 0, head_w, self.height()), Qt.AlignmentFlag.AlignCenter, headline)
-        left = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
-        y = text.top() + max(0, (text.height() - block) // 2)
-        p.setFont(mid)
-        for line in action:
-            p.drawText(QRect(text.left(), y, text.width(), mid_h), left, line)
-            y += mid_h
-        y += gap if action and detail else 0
-        p.setFont(small)
-        for line in detail:
-            p.drawText(QRect(text.left(), y, text.width(), small_h), left, line)
-            y += small_h
-        p.end()
-        self.painted_seq = self.shown_seq
         self.last_painted = time.perf_counter()
 
 
