@@ -56,6 +56,7 @@ def test_continuous_mode_records_each_part_once_and_the_empty_fixture_as_no_part
     start_parts = demo.parts_shown
     qtbot.waitUntil(lambda: demo.parts_shown >= start_parts + 6, timeout=30000)
     qtbot.waitUntil(lambda: win.banner.headline == "No part", timeout=5000)  # the next empty fixture
+    assert win.live.scenes_without_part >= 5 and "without a part so far" in win.banner.detail
     win.close()
     shown = demo.parts_shown - start_parts
     # each part that came to rest is one record; the one under the camera when the recipe became
@@ -101,3 +102,19 @@ def test_a_recipe_switch_does_not_show_the_old_verdict_again(station, qtbot):
     with qtbot.waitSignal(win.pipeline.recipe_changed, timeout=30000):
         win.pipeline.load_recipe(recipe.product, recipe.version + 1)
     assert win.banner.headline == "Recipe changed" and win._latest is None
+
+
+def test_a_low_disk_is_said_in_the_status_bar_and_the_alert(station, qtbot):
+    from station.retention import RetentionPolicy
+
+    ctx, make = station
+    ctx.settings.min_free_gb = 10.0 ** 6  # no disk has that much free: low
+    win = make(DemoSource("bracket", fps=30, size=(128, 128)))
+    assert ctx.settings.retention() == RetentionPolicy(30.0, 2.0, 10.0 ** 6)
+    win.start()
+    qtbot.waitUntil(lambda: "LOW" in win.disk_status.text(), timeout=10000)
+    assert "almost full" in win.alert.text and ctx.evidence.paused
+    ctx.settings.min_free_gb = 0.0
+    win.pipeline.apply_settings(source_changed=False)  # Settings saved: checked again at once
+    qtbot.waitUntil(lambda: "LOW" not in win.disk_status.text(), timeout=10000)
+    assert ctx.evidence.paused is None

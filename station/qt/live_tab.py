@@ -17,6 +17,7 @@ from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal
 from PySide6.QtWidgets import QFrame, QLabel, QPushButton, QScrollArea, QSplitter, QVBoxLayout, QWidget
 
 from core.types import Reason
+from station.part_tracker import PartEvent
 from station.live_state import LiveState, SourceState
 from station.mailbox import TRIGGERED
 from station.qt.charts import ScoreCharts
@@ -86,6 +87,8 @@ class LiveTab(QWidget):
         self.latest: InspectionResult | None = None
         self.show_heatmap = True
         self.inspections_seen = 0
+        self.scenes_without_part = 0
+        self._camera_alert = ""  # the warning the camera's state put up, cleared when it runs again  # continuous mode: settled scenes with no part the recipe knows
         self._stats: _Stats = {"t": time.perf_counter(), "shown": 0, "inspected": 0, "latency": []}
         self._apply_timer = QTimer(self, singleShot=True, interval=0)
         self._apply_timer.timeout.connect(self.apply_latest)
@@ -189,11 +192,12 @@ class LiveTab(QWidget):
         if state is SourceState.LOST:
             self.live_view.set_message(message)
             self.alert.show_message(message, "warning")
+            self._camera_alert = message
             self.forget_verdict("Camera lost", message)  # what it judged is no longer on screen
         elif state in (SourceState.BACK, SourceState.RUNNING, SourceState.OPENING):
             self.live_view.set_message("")
-            if state is SourceState.RUNNING and self.alert.property("level") == "warning":
-                self.alert.clear()
+            if state is SourceState.RUNNING and self.alert.text == self._camera_alert:
+                self.alert.clear()  # only the camera's own warning: another (a low disk) stays
         elif state is SourceState.FAILED:
             self.live_view.set_message(message)
             self.forget_verdict("No camera", message)
@@ -203,6 +207,8 @@ class LiveTab(QWidget):
         self._stats["inspected"] += 1
         self._stats["latency"].append(result.inspection.latency_ms)
         self.charts.add_verdict(result.inspection.verdict)
+        if result.part is not None and result.part.event is PartEvent.NO_PART:
+            self.scenes_without_part += 1
         self.latest = result
         if not self._apply_timer.isActive():
             # a triggered verdict is shown at once; continuous ones at most ~15 times a second
@@ -274,7 +280,9 @@ class LiveTab(QWidget):
         if result.part is not None and Reason.UNFAMILIAR_INPUT in v.reasons:
             # continuous mode, nothing the recipe knows under the camera: no verdict to show
             self.inspected_view.set_image(result.frame.image)
-            self.banner.set_state("IDLE", "No part", NO_PART, "  ".join(explain(v)))
+            seen = (f"  {self.scenes_without_part} scene(s) without a part so far; none is recorded or queued."
+                    if self.scenes_without_part else "")
+            self.banner.set_state("IDLE", "No part", NO_PART, "  ".join(explain(v)) + seen)
             self.scores.set_verdict(v)
             return
         self.inspected_view.set_image(result.overlay if self.show_heatmap else result.frame.image)
