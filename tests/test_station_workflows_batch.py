@@ -66,6 +66,8 @@ def test_batch_with_corrupt_files_table_store_and_exports(qtbot, ctx, batch_fold
                 assert r.verdict in ("PASS", "FAIL", "REVIEW") and r.thumbnail.startswith(b"\x89PNG")
                 assert set(r.scores) == {"patchcore", "gaussian"}
         assert any(rows[f"defect_{i}.png"].verdict != "PASS" for i in range(3))
+        shown = {dlg.model.index(i, 1).data() for i in range(dlg.model.rowCount())}
+        assert "line2/defect_0.png" in shown and "good_0.png" in shown  # relative to the chosen folder
 
         # the store has every file, errors included, as batch results; REVIEW parts kept artefacts
         stored = ctx.store.query_inspections(limit=None)
