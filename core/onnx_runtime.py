@@ -22,6 +22,12 @@ from .atomic import write_bytes_atomic
 log = logging.getLogger(__name__)
 OPSET = 17
 
+# The station is offline: onnxruntime's telemetry (DNS lookups of Microsoft's host about 9 s after
+# the import, a device id and an events database under ~/.cache/Microsoft) is off only when this is
+# set before the import; disable_telemetry_events() is not enough. Every entry point imports
+# onnxruntime through this module (tests/test_offline.py checks the station, the CLI and the files).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 try:  # onnxruntime is a hard dependency, but the torch path must survive a broken install
     import onnxruntime as ort
 except Exception as exc:  # pragma: no cover - depends on the installation

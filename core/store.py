@@ -110,6 +110,16 @@ def utc_iso(when: datetime | str | None = None) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: a file name that is not (``os.fsdecode`` keeps its bytes as lone
+    surrogates) gets its odd bytes written as ``\\xNN``, so it can be stored and reported."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _enum_value(x: Any) -> str:
     return str(getattr(x, "value", x))
 
@@ -175,21 +185,21 @@ class StoredInspection:
            id: int | None = None) -> "StoredInspection":
         v = inspection.verdict
         return cls(
-            id=id, ts=utc_iso(ts), source=str(inspection.source), recipe=inspection.recipe,
+            id=id, ts=utc_iso(ts), source=printable(str(inspection.source)), recipe=inspection.recipe,
             recipe_version=int(inspection.recipe_version), decision=Decision(v.decision),
             reasons=tuple(_enum_value(r) for r in v.reasons), notes=tuple(str(n) for n in v.notes),
             scores={s.model: StoredScore(float(s.raw), float(s.score), _enum_value(s.state),
                                          (float(s.band[0]), float(s.band[1]))) for s in v.scores},
-            fused=float(v.fused), image_path=None if image_path is None else str(image_path),
-            heatmap_path=None if heatmap_path in (None, "") else str(heatmap_path),
+            fused=float(v.fused), image_path=None if image_path is None else printable(str(image_path)),
+            heatmap_path=None if heatmap_path in (None, "") else printable(str(heatmap_path)),
             latency_ms=float(inspection.latency_ms), mode=mode,
         )
 
     @classmethod
     def failed(cls, source: str, error: str, *, recipe: str = "", recipe_version: int = 0, mode: str = "batch",
                ts: datetime | str | None = None, id: int | None = None) -> "StoredInspection":
-        return cls(id=id, ts=utc_iso(ts), source=str(source), recipe=recipe, recipe_version=int(recipe_version),
-                   decision=None, mode=mode, error=str(error))
+        return cls(id=id, ts=utc_iso(ts), source=printable(str(source)), recipe=recipe,
+                   recipe_version=int(recipe_version), decision=None, mode=mode, error=printable(str(error)))
 
     @classmethod
     def _from_row(cls, row: sqlite3.Row) -> "StoredInspection":
@@ -261,6 +271,9 @@ class ResultsStore:
                 raise StoreError(f"cannot switch the results store to WAL mode (got {mode!r})")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            # REPLACE deletes the old row first: with recursive triggers that delete fires the
+            # append-only trigger too, so INSERT OR REPLACE cannot overwrite a review
+            conn.execute("PRAGMA recursive_triggers = ON")
             if version < SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
                 try:

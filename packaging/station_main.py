@@ -7,7 +7,10 @@ a half. The station's own first-run training stays in place for every other case
 """
 from __future__ import annotations
 
+import os
 import sys
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # offline: before anything can import onnxruntime
 
 
 def main() -> int:

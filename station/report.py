@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from core.atomic import write_bytes_atomic
-from core.store import StoredInspection
+from core.store import StoredInspection, printable
 from station.wording import ALL_MODELS, model_label, record_in_words
 
 CSV_COLUMNS = ["path", "verdict", "patchcore", "gaussian", "classifier", "fused", "reasons",
@@ -77,14 +77,21 @@ class ResultRow:
         return self.record.id
 
 
+def cell(text: str) -> str:
+    """A CSV cell a spreadsheet shows as text: valid UTF-8 (``core.store.printable``), and a leading
+    ``=``, ``+``, ``-``, ``@`` (a formula to Excel or LibreOffice) quoted with an apostrophe."""
+    text = printable(text)
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
 def csv_row(r: StoredInspection) -> list[str]:
     """One CSV line of ``CSV_COLUMNS``: the batch export and ``station-cli inspect --csv`` alike."""
     if r.error:
-        return [r.source, "", "", "", "", "", "", "", "", r.error]
-    return [r.source, r.verdict,
+        return [cell(r.source), "", "", "", "", "", "", "", "", cell(r.error)]
+    return [cell(r.source), r.verdict,
             *[f"{r.scores[m].score:.4f}" if m in r.scores else "" for m in ALL_MODELS],
             f"{r.fused:.4f}" if r.fused is not None else "", ";".join(r.reasons),
-            f"{r.latency_ms:.1f}" if r.latency_ms is not None else "", r.heatmap_path or "", ""]
+            f"{r.latency_ms:.1f}" if r.latency_ms is not None else "", cell(r.heatmap_path or ""), ""]
 
 
 def write_csv(path: str | os.PathLike, rows: Iterable[ResultRow | StoredInspection]) -> int:
@@ -126,7 +133,8 @@ img { display: block; width: 64px; height: auto; image-rendering: auto; }
 
 def html_report(rows: list[ResultRow], *, title: str = "Batch inspection", recipe: str = "",
                 folder: str = "", created: _dt.datetime | None = None) -> str:
-    e = html.escape
+    def e(text: str) -> str:  # escaped, and valid UTF-8 whatever the file names hold
+        return html.escape(printable(str(text)))
     created = created or _dt.datetime.now()
     counts = summary_counts(rows)
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',

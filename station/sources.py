@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -28,6 +29,11 @@ log = logging.getLogger(__name__)
 DEMO_SIZE = (256, 256)
 DEMO_SEED = 0  # the same part design as the first-run demo recipe (trained on seed 0, indices 0..39)
 DEMO_START = 10_000  # ... but parts it has never seen
+
+
+def redact_url(url: str) -> str:
+    """``rtsp://admin:S3cret@10.0.0.5/stream`` -> ``rtsp://admin:***@10.0.0.5/stream``."""
+    return re.sub(r"(?<=://)([^/@:\s]*):[^/@\s]*@", r"\1:***@", url)
 
 
 class SourceError(Exception):
@@ -52,7 +58,9 @@ class CameraSource:
         self.exposure = exposure
         self.requested_fps = float(fps or 0.0)
         self.fps = self.requested_fps or 30.0
-        self.name = f"Camera {self.device}" if isinstance(self.device, int) else f"Camera stream {self.device}"
+        # the name goes to the log, the screen and every record: never a password in a stream URL
+        self.name = (f"Camera {self.device}" if isinstance(self.device, int)
+                     else f"Camera stream {redact_url(str(self.device))}")
         self._cap: cv2.VideoCapture | None = None
 
     def open(self) -> None:

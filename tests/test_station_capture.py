@@ -111,3 +111,32 @@ def test_display_gets_at_most_a_few_frames_in_flight_when_the_ui_is_busy(qtbot):
     assert n_sunk_at_unblock > 20
     assert shown[0].frame_id == 1 and shown[1].frame_id == 2  # the two in flight, the rest skipped
     assert all(f.frame_id > 20 for f in shown[2:])
+
+
+def test_a_source_that_opens_but_never_delivers_backs_off_and_says_so_once(qtbot, caplog):
+    import logging
+
+    from station.qt.capture import CaptureController
+
+    class Dead:
+        name, fps, opens = "Junk folder", 30.0, 0
+
+        def open(self):
+            self.opens += 1
+
+        def read(self):
+            return None
+
+        def close(self):
+            pass
+
+    src = Dead()
+    cap = CaptureController(backoff=(0.2, 0.4))
+    states = []
+    cap.status_changed.connect(lambda state, msg: states.append(state))
+    with caplog.at_level(logging.WARNING, logger="station.qt.capture"):
+        cap.start(src)
+        qtbot.wait(1500)
+        cap.stop()
+    assert src.opens <= 6  # 0.2 s, then 0.4 s between tries: not thousands of reopens
+    assert states.count("lost") == 1 and caplog.text.count("lost; reconnecting") == 1

@@ -29,11 +29,12 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     import numpy
-    import onnxruntime
     import torch
 
+    from core.onnx_runtime import ort as onnxruntime  # telemetry off before the import (core.onnx_runtime)
+
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "os": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": getattr(onnxruntime, "__version__", "missing"),
             "numpy": numpy.__version__}
 
 

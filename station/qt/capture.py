@@ -57,6 +57,8 @@ class CaptureWorker(QObject):
         src = self._source
         name = getattr(src, "name", "Source")
         opened, was_running, attempt = False, False, 0
+        delivered = False
+        dead_opens = 0  # opens in a row that gave no frame: a source that opens but never delivers
         period = 0.0
         deadline = time.monotonic()
         threading.current_thread().name = "capture"  # for the log
@@ -69,11 +71,12 @@ class CaptureWorker(QObject):
                         self._stop.wait(self._backoff[min(attempt, len(self._backoff) - 1)])
                         attempt += 1
                         continue
-                    if was_running:
+                    if was_running and dead_opens == 0:
                         self.status_changed.emit(SourceState.BACK, f"{name} back")
                     else:
                         self.status_changed.emit(SourceState.RUNNING, f"{name} running")
                     was_running, attempt = True, 0
+                    delivered = False
                     fps = float(getattr(src, "fps", 0.0) or 0.0)
                     period = 1.0 / fps if fps > 0 else 0.0
                     deadline = time.monotonic()
@@ -83,11 +86,18 @@ class CaptureWorker(QObject):
                     log.warning("%s: read failed: %s", name, exc)
                     image = None
                 if image is None:
-                    log.warning("%s lost; reconnecting", name)
-                    self.status_changed.emit(SourceState.LOST, f"{name} lost — reconnecting…")
+                    if dead_opens == 0:  # said once, not ~440 lines a second for a source that never delivers
+                        log.warning("%s lost; reconnecting", name)
+                        self.status_changed.emit(SourceState.LOST, f"{name} lost — reconnecting…")
                     self._close(src)
                     opened = False
+                    if not delivered:  # opened, but nothing came: wait before the next try (no hot loop)
+                        self._stop.wait(self._backoff[min(dead_opens, len(self._backoff) - 1)])
+                        dead_opens += 1
                     continue
+                if dead_opens:  # a source that opened without delivering has recovered
+                    self.status_changed.emit(SourceState.BACK, f"{name} back")
+                delivered, dead_opens = True, 0
                 self._deliver(np.array(image, dtype=np.uint8, copy=True, order="C"), name)
                 if period:
                     deadline += period
