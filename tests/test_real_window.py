@@ -71,7 +71,18 @@ class XServer:
                 pytest.fail(f"Xvfb {self.display} did not start: {(self.log_dir / 'xvfb.log').read_text()[-2000:]}")
             time.sleep(0.05)
         env = {**os.environ, "DISPLAY": self.display}
-        self.wm = subprocess.Popen(["openbox"], env=env, stdout=subprocess.DEVNULL, stderr=self.logs[1])
+        # the socket appears before the server accepts clients: a window manager started then exits at once
+        while shutil.which("xprop") and subprocess.run(["xprop", "-root"], env=env, capture_output=True).returncode:
+            if self.xvfb.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                pytest.fail(f"Xvfb {self.display} does not accept clients: "
+                            f"{(self.log_dir / 'xvfb.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+        for _attempt in range(3):  # openbox may still lose a race with the server's start: try again
+            self.wm = subprocess.Popen(["openbox"], env=env, stdout=subprocess.DEVNULL, stderr=self.logs[1])
+            time.sleep(0.5)
+            if self.wm.poll() is None:
+                break
         self._wait_for_window_manager(env)
         return self
 
