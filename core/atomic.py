@@ -11,40 +11,17 @@ import contextlib
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (parent folders are created); returns the path."""
+def _publish(path: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
+    """``fill`` writes a temporary file beside ``path`` (fsynced); it then replaces ``path`` in one rename."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name[:40]}.{uuid.uuid4().hex[:12]}.tmp")
-    created = False
+    tmp = target.with_name(f".{target.name[:40]}.{uuid.uuid4().hex[:12]}.tmp")  # a name no one else uses
     try:
-        with open(tmp, "xb") as f:
-            created = True
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if created:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        raise
-    fsync_dir(target.parent)
-    return target
-
-
-def copy_file_atomic(src: str | os.PathLike, path: str | os.PathLike) -> Path:
-    """Copy ``src`` to ``path`` atomically and durably (the copy is complete or absent)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name[:40]}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        fill(tmp)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -52,6 +29,21 @@ def copy_file_atomic(src: str | os.PathLike, path: str | os.PathLike) -> Path:
         raise
     fsync_dir(target.parent)
     return target
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (parent folders are created); returns the path."""
+    return _publish(path, lambda tmp: write_durable(tmp, data))
+
+
+def copy_file_atomic(src: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Copy ``src`` to ``path`` atomically and durably (the copy is complete or absent)."""
+    def fill(tmp: Path) -> None:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+
+    return _publish(path, fill)
 
 
 def write_durable(path: str | os.PathLike, data: bytes) -> None:

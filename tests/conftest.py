@@ -102,3 +102,38 @@ def ctx(tmp_path, monkeypatch):
     c = make_context(tmp_path, monkeypatch)
     yield c
     c.close()
+
+
+@pytest.fixture
+def station(tmp_path, tiny_recipe_root, monkeypatch, qtbot):
+    """(context, make): ``make(mode, source=None, backoff=None)`` opens the real main window on the tiny
+    recipe (default source: the demo camera at 128 px); every window is closed at the end."""
+    from station.context import StationContext
+    from station.qt.live import LivePipeline
+    from station.qt.main_window import MainWindow
+    from station.sources import DemoSource
+    from station_helpers import station_dirs
+
+    data, config = station_dirs(tmp_path, tiny_recipe_root)
+    monkeypatch.setenv("STATION_DATA_DIR", str(data))
+    monkeypatch.setenv("STATION_CONFIG_DIR", str(config))
+    ctx = StationContext()
+    windows = []
+
+    def make(mode="continuous", source=None, backoff=None):
+        ctx.settings.mode = mode
+        ctx.settings.keep_images = "review_fail"
+        pipeline = LivePipeline(
+            ctx, source_factory=lambda s: source or DemoSource("bracket", fps=30, size=(128, 128)))
+        if backoff:
+            pipeline.capture.backoff = backoff
+        win = MainWindow(ctx, pipeline)
+        qtbot.addWidget(win)
+        windows.append(win)
+        win.show()
+        return win
+
+    yield ctx, make
+    for w in windows:
+        w.close()
+    ctx.close()

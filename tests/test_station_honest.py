@@ -3,41 +3,12 @@ continuous mode records each demo part once, the empty fixture reads "No part", 
 recipe switch clears the verdict, and a trigger while the camera is down is refused in words."""
 from __future__ import annotations
 
-import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
-from station.context import StationContext
-from station.qt.live import LivePipeline
-from station.qt.main_window import MainWindow
 from station.sources import DemoSource
 
-from station_helpers import FlakyCamera, station_dirs
-
-
-@pytest.fixture
-def station(tmp_path, tiny_recipe_root, monkeypatch, qtbot):
-    data, config = station_dirs(tmp_path, tiny_recipe_root)
-    monkeypatch.setenv("STATION_DATA_DIR", str(data))
-    monkeypatch.setenv("STATION_CONFIG_DIR", str(config))
-    ctx = StationContext()
-    windows = []
-
-    def make(source, mode="continuous", backoff=None):
-        ctx.settings.mode = mode
-        pipeline = LivePipeline(ctx, source_factory=lambda s: source)
-        if backoff:
-            pipeline.capture.backoff = backoff
-        win = MainWindow(ctx, pipeline)
-        qtbot.addWidget(win)
-        windows.append(win)
-        win.show()
-        return win
-
-    yield ctx, make
-    for w in windows:
-        w.close()
-    ctx.close()
+from station_helpers import FlakyCamera
 
 
 def _ready(qtbot, win):
@@ -48,7 +19,7 @@ def _ready(qtbot, win):
 def test_continuous_mode_records_each_part_once_and_the_empty_fixture_as_no_part(station, qtbot):
     ctx, make = station
     demo = DemoSource("bracket", fps=30, size=(128, 128), part_seconds=0.8, empty_seconds=0.4, arrive_seconds=0.1)
-    win = make(demo)
+    win = make(source=demo)
     recorded, headlines = [], set()
     win.pipeline.inspection_recorded.connect(lambda row, insp: recorded.append(row))
     win.pipeline.inspection_ready.connect(lambda r: headlines.add(win.banner.headline))
@@ -69,7 +40,7 @@ def test_continuous_mode_records_each_part_once_and_the_empty_fixture_as_no_part
 def test_a_lost_camera_clears_the_verdict_and_a_trigger_is_refused_until_it_is_back(station, qtbot):
     ctx, make = station
     cam = FlakyCamera(good_reads=60, failed_opens=10**6, fps=30)
-    win = make(cam, mode="triggered", backoff=(5.0,))
+    win = make("triggered", source=cam, backoff=(5.0,))
     errors = []
     win.pipeline.error_occurred.connect(errors.append)
     _ready(qtbot, win)
@@ -89,7 +60,7 @@ def test_a_lost_camera_clears_the_verdict_and_a_trigger_is_refused_until_it_is_b
 
 def test_a_recipe_switch_does_not_show_the_old_verdict_again(station, qtbot):
     ctx, make = station
-    win = make(DemoSource("bracket", fps=30, size=(128, 128)), mode="triggered")
+    win = make("triggered")
     _ready(qtbot, win)
     win.activateWindow()
     qtbot.waitActive(win)
@@ -109,7 +80,7 @@ def test_a_low_disk_is_said_in_the_status_bar_and_the_alert(station, qtbot):
 
     ctx, make = station
     ctx.settings.min_free_gb = 10.0 ** 6  # no disk has that much free: low
-    win = make(DemoSource("bracket", fps=30, size=(128, 128)))
+    win = make()
     assert ctx.settings.retention() == RetentionPolicy(30.0, 2.0, 10.0 ** 6)
     win.start()
     qtbot.waitUntil(lambda: "LOW" in win.disk_status.text(), timeout=10000)

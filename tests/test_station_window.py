@@ -2,45 +2,13 @@
 a camera that comes and goes, a clean close."""
 from __future__ import annotations
 
-import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
 from core.types import Decision
-from station.context import StationContext
 from station.qt.inference import InspectionResult
-from station.qt.live import LivePipeline
-from station.qt.main_window import MainWindow
-from station.sources import DemoSource
 
-from station_helpers import FlakyCamera, station_dirs
-
-
-@pytest.fixture
-def station(tmp_path, tiny_recipe_root, monkeypatch, qtbot):
-    data, config = station_dirs(tmp_path, tiny_recipe_root)
-    monkeypatch.setenv("STATION_DATA_DIR", str(data))
-    monkeypatch.setenv("STATION_CONFIG_DIR", str(config))
-    ctx = StationContext()
-    windows = []
-
-    def make(mode="continuous", source=None, backoff=None):
-        ctx.settings.mode = mode
-        ctx.settings.keep_images = "review_fail"
-        pipeline = LivePipeline(
-            ctx, source_factory=lambda s: source or DemoSource("bracket", fps=30, size=(128, 128)))
-        if backoff:
-            pipeline.capture.backoff = backoff
-        win = MainWindow(ctx, pipeline)
-        qtbot.addWidget(win)
-        windows.append(win)
-        win.show()
-        return win
-
-    yield ctx, make
-    for w in windows:
-        w.close()
-    ctx.close()
+from station_helpers import FlakyCamera
 
 
 def _start_and_wait_ready(qtbot, win):
