@@ -1,18 +1,25 @@
 """Files written whole or not at all: a temporary file in the same folder, fsync, rename.
 
 A crash (or a full disk) at any moment leaves either the old file or the complete new one, never
-half a file; no temporary file is left behind. The one place the project writes files durably:
-whole files (:func:`write_bytes_atomic`, :func:`copy_file_atomic`) and the pieces of a folder that
-is published by one rename (:func:`write_durable` and :func:`fsync_dir`, used by recipe saves).
+half a file. An error removes the temporary file (``.<name>.<12 hex digits>.tmp``, see
+:data:`TEMP_NAME`); a process killed (kill -9, power cut) between writing and renaming it leaves it
+behind, and the station's start-up sweep (``station.sweep``) removes such leftovers. The one
+place the project writes files durably: whole files (:func:`write_bytes_atomic`,
+:func:`copy_file_atomic`) and the pieces of a folder that is published by one rename
+(:func:`write_durable` and :func:`fsync_dir`, used by recipe saves).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+# the temporary file of a write in progress: ``.<first 40 characters of the name>.<12 hex>.tmp``
+TEMP_NAME = re.compile(r"^\..*\.[0-9a-f]{12}\.tmp$", re.S)
 
 
 def _publish(path: str | os.PathLike, fill: Callable[[Path], None]) -> Path:

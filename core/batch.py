@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from .engine import Inspector
-from .images import ImageError, decode_image, read_image_file
+from .images import ImageError, decode_image, page_note, probe_header, read_image_file
 from .types import Inspection
 
 
@@ -27,6 +27,7 @@ class BatchItem:
     error_code: str | None = None
     image: np.ndarray | None = None  # the decoded image, when asked for (thumbnails, heatmaps)
     data: bytes | None = None  # the file's bytes, with the image: keep the original, not a re-encoding
+    note: str | None = None  # e.g. a multi-page TIFF: only page 1 was inspected (also in the verdict's notes)
 
     @property
     def ok(self) -> bool:
@@ -50,6 +51,7 @@ def _one(inspector: Inspector, index: int, path: str, keep_images: bool, with_ma
     try:
         data = read_image_file(path)
         image = decode_image(data, path)
+        note = page_note(probe_header(data))
     except ImageError as exc:
         return BatchItem(index, path, None, exc.message, exc.code)
     except Exception as exc:  # noqa: BLE001 - a batch must go on whatever one file does
@@ -58,9 +60,11 @@ def _one(inspector: Inspector, index: int, path: str, keep_images: bool, with_ma
         result = inspector.inspect(image, source=path, frame_id=index, with_maps=with_maps, map_side=map_side)
     except Exception as exc:  # noqa: BLE001
         return BatchItem(index, path, None, f"Inspection failed: {exc}", "inspection_failed")
+    if note:  # stored with the row (its notes), so the record says which image was judged
+        result = replace(result, verdict=replace(result.verdict, notes=(*result.verdict.notes, note)))
     if keep_images:
-        return BatchItem(index, path, result, image=image, data=data)
-    return BatchItem(index, path, result)
+        return BatchItem(index, path, result, image=image, data=data, note=note)
+    return BatchItem(index, path, result, note=note)
 
 
 def inspect_files(

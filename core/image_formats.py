@@ -1,12 +1,15 @@
-"""What an image file is, from its bytes alone: format (magic bytes), size (header), completeness,
-and the one error type every image function raises (:class:`ImageError`, a stable code and a
-sentence for people). No decoding happens here: :mod:`core.images` decodes what passes.
+"""What an image file is, from its bytes alone: format (magic bytes), header (:class:`Header`: size,
+channels, bits per sample, TIFF pages), completeness, and the one error type every image function
+raises (:class:`ImageError`, a stable code and a sentence for people). No decoding happens here:
+:mod:`core.images` decodes what passes. The header is read through ``read_at(offset, n)``, so a
+file's header is judged before the rest of the file is read.
 """
 from __future__ import annotations
 
 import os
 import re
 import struct
+from dataclasses import dataclass
 from typing import Callable
 
 
@@ -85,10 +88,30 @@ def _sniff(head: bytes) -> str | None:
 ReadAt = Callable[[int, int], bytes]
 
 
-def _probe_jpeg(read_at: ReadAt) -> tuple[int, int] | None:
+@dataclass(frozen=True)
+class Header:
+    """What an image's header declares: enough to know the memory its decoding takes."""
+
+    format: str  # an accepted format key: png, jpeg, bmp, tiff, webp, pnm
+    width: int
+    height: int
+    channels: int  # as decoded (an upper bound: a palette counts as colour with alpha)
+    bytes_per_sample: int  # 1, 2 (16-bit) or 4 (32-bit / float)
+    pages: int = 1  # TIFF: how many images the file holds (page 1 is the one inspected)
+
+    @property
+    def decoded_bytes(self) -> int:
+        return self.width * self.height * self.channels * self.bytes_per_sample
+
+
+def _bytes_per(bits: int) -> int:
+    return 1 if bits <= 8 else 2 if bits <= 16 else 4
+
+
+def _probe_jpeg(read_at: ReadAt) -> tuple[int, int, int, int] | None:
     pos = 2
     while True:
-        seg = read_at(pos, 9)
+        seg = read_at(pos, 10)
         if len(seg) < 2 or seg[0] != 0xFF:
             return None
         marker = seg[1]
@@ -102,85 +125,127 @@ def _probe_jpeg(read_at: ReadAt) -> tuple[int, int] | None:
             return None
         length = struct.unpack_from(">H", seg, 2)[0]
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
-            if len(seg) < 9:
+            if len(seg) < 10:
                 return None
             h, w = struct.unpack_from(">HH", seg, 5)
-            return w, h
+            return w, h, max(1, seg[9]), _bytes_per(seg[4])
         if length < 2:
             return None
         pos += 2 + length
 
 
-def _probe_tiff(read_at: ReadAt, head: bytes) -> tuple[int, int] | None:
+def _probe_tiff(read_at: ReadAt, head: bytes) -> tuple[int, int, int, int, int] | None:
+    """(width, height, channels, bytes per sample, pages) of the first image (page) of a TIFF."""
     e = "<" if head[:2] == b"II" else ">"
     big = head[2:4] in (b"+\x00", b"\x00+")
     if big:  # BigTIFF: 8-byte offsets and counts, 20-byte entries
         if len(head) < 16:
             return None
-        ifd, cfmt, esize, vpos = struct.unpack_from(e + "Q", head, 8)[0], "Q", 20, 12
+        ifd, cfmt, esize, vpos, ofmt = struct.unpack_from(e + "Q", head, 8)[0], "Q", 20, 12, "Q"
     else:
         if len(head) < 8:
             return None
-        ifd, cfmt, esize, vpos = struct.unpack_from(e + "I", head, 4)[0], "H", 12, 8
-    csize = struct.calcsize(cfmt)
-    raw = read_at(ifd, csize)
-    if len(raw) < csize:
+        ifd, cfmt, esize, vpos, ofmt = struct.unpack_from(e + "I", head, 4)[0], "H", 12, 8, "I"
+    csize, osize, inline = struct.calcsize(cfmt), struct.calcsize(ofmt), esize - vpos
+
+    def entries(at: int) -> tuple[bytes, int] | None:
+        raw = read_at(at, csize)
+        if len(raw) < csize:
+            return None
+        declared = struct.unpack(e + cfmt, raw)[0]
+        count = min(declared, 4096)
+        table = read_at(at + csize, count * esize)
+        nxt = read_at(at + csize + count * esize, osize) if count == declared else b""
+        return table, (struct.unpack(e + ofmt, nxt)[0] if len(nxt) == osize else 0)
+
+    first = entries(ifd)
+    if first is None:
         return None
-    count = min(struct.unpack(e + cfmt, raw)[0], 4096)
-    table = read_at(ifd + csize, count * esize)
+    table, nxt = first
     found: dict[int, int] = {}
+    bits_at: tuple[int, int] | None = None  # (type, offset) of BitsPerSample when it is not inline
     for i in range(len(table) // esize):
         tag, typ = struct.unpack_from(e + "HH", table, i * esize)
+        count = struct.unpack_from(e + ofmt, table, i * esize + 4)[0]
         vfmt = {3: "H", 4: "I", 16: "Q"}.get(typ)
-        if tag in (256, 257) and vfmt:
+        if tag in (256, 257, 258, 262, 277) and vfmt:
+            if tag == 258 and count * struct.calcsize(vfmt) > inline:
+                bits_at = (typ, struct.unpack_from(e + ofmt, table, i * esize + vpos)[0])
+                continue
             found[tag] = struct.unpack_from(e + vfmt, table, i * esize + vpos)[0]
-    return (found[256], found[257]) if len(found) == 2 else None
-
-
-def _probe_pnm(head: bytes) -> tuple[int, int] | None:
-    if head[:2] == b"P7":
-        fields = dict(re.findall(rb"^(WIDTH|HEIGHT)[ \t]+(\d+)", head, re.M))
-        if b"WIDTH" in fields and b"HEIGHT" in fields:
-            return int(fields[b"WIDTH"]), int(fields[b"HEIGHT"])
+    if 256 not in found or 257 not in found:
         return None
+    if bits_at is not None:
+        vfmt = {3: "H", 4: "I", 16: "Q"}[bits_at[0]]
+        raw = read_at(bits_at[1], struct.calcsize(vfmt))
+        if len(raw) == struct.calcsize(vfmt):
+            found[258] = struct.unpack(e + vfmt, raw)[0]
+    channels = max(1, found.get(277, 1), 3 if found.get(262) == 3 else 1)  # 3: a palette, decoded as colour
+    pages, seen = 1, {ifd}
+    while nxt and nxt not in seen and pages < 10_000:  # follow the chain of pages (a loop ends it)
+        seen.add(nxt)
+        more = entries(nxt)
+        if more is None:
+            break
+        pages, nxt = pages + 1, more[1]
+    return found[256], found[257], channels, _bytes_per(found.get(258, 1)), pages
+
+
+def _probe_pnm(head: bytes) -> tuple[int, int, int, int] | None:
+    if head[:2] == b"P7":
+        fields = dict(re.findall(rb"^(WIDTH|HEIGHT|DEPTH|MAXVAL)[ \t]+(\d+)", head, re.M))
+        if b"WIDTH" in fields and b"HEIGHT" in fields:
+            maxval = int(fields.get(b"MAXVAL", b"255"))
+            return (int(fields[b"WIDTH"]), int(fields[b"HEIGHT"]), int(fields.get(b"DEPTH", b"4")),
+                    2 if maxval > 255 else 1)
+        return None
+    kind = head[1:2]
     tokens = re.sub(rb"#[^\r\n]*", b" ", head[2:]).split()
     if len(tokens) >= 2 and tokens[0].isdigit() and tokens[1].isdigit():
-        return int(tokens[0]), int(tokens[1])
+        if kind in (b"F", b"f"):  # PFM: 32-bit floats
+            return int(tokens[0]), int(tokens[1]), 3 if kind == b"F" else 1, 4
+        channels = 3 if kind in (b"3", b"6") else 1
+        maxval = int(tokens[2]) if len(tokens) >= 3 and tokens[2].isdigit() else 255
+        return int(tokens[0]), int(tokens[1]), channels, 2 if maxval > 255 else 1
     return None
 
 
-def _probe(read_at: ReadAt) -> tuple[int, int] | None:
+def _probe(read_at: ReadAt) -> Header | None:
+    """The header of an accepted image format, None when the format or header is not understood."""
     head = read_at(0, 64)
     fmt = _sniff(head)
-    size = None
-    if fmt == "png" and head[12:16] == b"IHDR" and len(head) >= 24:
-        size = struct.unpack_from(">II", head, 16)
+    found: tuple[int, ...] | None = None
+    if fmt == "png" and head[12:16] == b"IHDR" and len(head) >= 26:
+        w, h, depth, colour = struct.unpack_from(">IIBB", head, 16)
+        found = (w, h, {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}.get(colour, 4), 2 if depth == 16 else 1)
     elif fmt == "jpeg":
-        size = _probe_jpeg(read_at)
+        found = _probe_jpeg(read_at)
     elif fmt == "tiff":
-        size = _probe_tiff(read_at, head)
+        found = _probe_tiff(read_at, head)
     elif fmt == "bmp" and len(head) >= 26:
         if struct.unpack_from("<I", head, 14)[0] == 12:  # OS/2 core header: unsigned 16-bit
-            size = struct.unpack_from("<HH", head, 18)
+            w, h = struct.unpack_from("<HH", head, 18)
+            bpp = struct.unpack_from("<H", head, 24)[0]
         else:  # negative height means top-down rows
             w, h = struct.unpack_from("<ii", head, 18)
-            size = (w, abs(h))
+            bpp = struct.unpack_from("<H", head, 28)[0] if len(head) >= 30 else 24
+        found = (abs(w), abs(h), 4 if bpp == 32 else 3, 1)
     elif fmt == "webp" and len(head) >= 30:
         kind = head[12:16]
         if kind == b"VP8X":
-            size = (1 + int.from_bytes(head[24:27], "little"),
-                    1 + int.from_bytes(head[27:30], "little"))
+            found = (1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little"), 4, 1)
         elif kind == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
             w, h = struct.unpack_from("<HH", head, 26)
-            size = (w & 0x3FFF, h & 0x3FFF)
+            found = (w & 0x3FFF, h & 0x3FFF, 3, 1)
         elif kind == b"VP8L" and head[20] == 0x2F:
             bits = int.from_bytes(head[21:25], "little")
-            size = ((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1)
+            found = ((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, 4, 1)
     elif fmt == "pnm":
-        size = _probe_pnm(read_at(0, 1024))
-    if size is None or size[0] <= 0 or size[1] <= 0:
+        found = _probe_pnm(read_at(0, 1024))
+    if fmt is None or found is None or found[0] <= 0 or found[1] <= 0:
         return None
-    return int(size[0]), int(size[1])
+    return Header(fmt, int(found[0]), int(found[1]), int(found[2]), int(found[3]),
+                  int(found[4]) if len(found) > 4 else 1)
 
 
 def _os_error(exc: BaseException, path) -> ImageError:
@@ -191,17 +256,21 @@ def _os_error(exc: BaseException, path) -> ImageError:
     return ImageError("unreadable", path, f"{_MESSAGES['unreadable']} ({exc.__class__.__name__})")
 
 
-def probe_size(
+def _reader(path_or_bytes):
+    mv = memoryview(path_or_bytes).cast("B")
+    return lambda off, n: bytes(mv[off:off + n])
+
+
+def probe_header(
     path_or_bytes: str | os.PathLike | bytes | bytearray | memoryview,
-) -> tuple[int, int] | None:
-    """(width, height) from the header of a PNG, JPEG, BMP, TIFF, WebP or PNM, without decoding.
+) -> Header | None:
+    """The :class:`Header` of a PNG, JPEG, BMP, TIFF, WebP or PNM, from its first bytes, without decoding.
 
     None when the format or header is not understood. A path that cannot be opened raises
     :class:`ImageError` ("not_found" / "unreadable").
     """
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        mv = memoryview(path_or_bytes).cast("B")
-        return _probe(lambda off, n: bytes(mv[off:off + n]))
+        return _probe(_reader(path_or_bytes))
     try:
         with open(path_or_bytes, "rb") as f:
             def read_at(off: int, n: int) -> bytes:
@@ -210,6 +279,25 @@ def probe_size(
             return _probe(read_at)
     except (OSError, ValueError) as exc:
         raise _os_error(exc, path_or_bytes) from exc
+
+
+def probe_size(
+    path_or_bytes: str | os.PathLike | bytes | bytearray | memoryview,
+) -> tuple[int, int] | None:
+    """(width, height) from the header of a PNG, JPEG, BMP, TIFF, WebP or PNM, without decoding.
+
+    None when the format or header is not understood. A path that cannot be opened raises
+    :class:`ImageError` ("not_found" / "unreadable").
+    """
+    header = probe_header(path_or_bytes)
+    return None if header is None else (header.width, header.height)
+
+
+def page_note(header: Header | None) -> str | None:
+    """A note for a file with more than one image in it (a multi-page TIFF): page 1 is the one used."""
+    if header is None or header.pages <= 1:
+        return None
+    return f"The TIFF file holds {header.pages} pages (images): only page 1 was inspected."
 
 
 def _check_complete(fmt: str, data: bytes, path: str | None) -> None:

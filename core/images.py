@@ -3,13 +3,19 @@
 Everything that reads an image returns a contiguous RGB ``uint8`` array of shape HxWx3, or raises
 :class:`ImageError` with a stable ``code`` and a sentence an operator can act on. Files are
 recognised by their content (magic bytes), never by their name. Sizes are read from the header
-before decoding, so a tiny file that claims a gigantic image is refused without allocating it.
+before decoding, so a tiny file that claims a gigantic image is refused without allocating it; a
+file is judged by its header before it is read whole (:func:`read_image_file`), so a huge file is
+refused after reading a few bytes: not an image, an image whose decoding would take more than
+``MAX_DECODED_BYTES``, or a file far bigger than the image its header declares.
 Truncated PNG/JPEG/WebP/BMP/TIFF files are caught before decoding, because some decoders quietly
 fill the missing part with grey.
 """
 from __future__ import annotations
 
+import errno
 import os
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -17,8 +23,9 @@ import cv2
 import numpy as np
 
 from core.atomic import write_bytes_atomic
-from core.image_formats import (  # noqa: F401 - ImageError and probe_size are this module's API too
-    _ACCEPTED, _MESSAGES, ImageError, _check_complete, _os_error, _sniff, probe_size,
+from core.image_formats import (  # noqa: F401 - ImageError, probe_size, ... are this module's API too
+    _ACCEPTED, _MESSAGES, Header, ImageError, _check_complete, _os_error, _probe, _sniff, page_note,
+    probe_header, probe_size,
 )
 
 
@@ -52,13 +59,64 @@ def png_decoder() -> str:
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"}
 )
-MAX_PIXELS = 100_000_000  # refused above this (width * height), checked from the header
+# Refused above this much memory for the decoded image (width x height x channels x bytes per
+# sample, from the header, before decoding): 600 MB is a 200-megapixel 8-bit colour image or a
+# 100-megapixel 16-bit one. The RGB 8-bit image every inspection works on must fit too, hence the
+# pixel limit that goes with it (also checked after decoding, for a header this module cannot read).
+MAX_DECODED_BYTES = 600_000_000
+MAX_PIXELS = MAX_DECODED_BYTES // 3
+# A file is never read whole beyond this (a header that is not understood has no size of its own)
+MAX_FILE_BYTES = MAX_DECODED_BYTES + 64 * 2 ** 20
+_SLACK_BYTES = 16 * 2 ** 20  # metadata a file may carry beyond its pixels (EXIF, ICC, thumbnails)
 MAX_SIDE = 8192  # decoded images with a longer side are reduced (INTER_AREA), aspect kept
+UNSUPPORTED_EXTENSIONS = {  # image files by their name that are not accepted: listed as skipped, with why
+    ".gif": "GIF", ".heic": "HEIF", ".heif": "HEIF", ".avif": "AVIF", ".jp2": "JPEG 2000", ".j2k": "JPEG 2000",
+    ".jpx": "JPEG 2000", ".jxl": "JPEG XL", ".exr": "OpenEXR", ".psd": "Photoshop (PSD)", ".svg": "SVG",
+    ".ico": "icon (ICO)", ".tga": "TGA", ".dng": "camera raw", ".cr2": "camera raw", ".nef": "camera raw",
+    ".arw": "camera raw", ".raw": "camera raw",
+}
 
 
-def _too_large(w: int, h: int, path: str | None) -> ImageError:
-    return ImageError("too_large", path, f"The image is too large to inspect ({w} x {h} pixels; "
-                      f"the limit is {MAX_PIXELS / 1e6:g} megapixels).")
+def _too_large(w: int, h: int, path: str | None, header: Header | None = None) -> ImageError:
+    what = f"{w} x {h} pixels"
+    if header is not None:
+        need = w * h * max(header.channels * header.bytes_per_sample, 3)
+        what += (f", {header.channels} channel(s) of {8 * header.bytes_per_sample} bits: "
+                 f"{need / 1e6:,.0f} MB to decode")
+    return ImageError("too_large", path, f"The image is too large to inspect ({what}; the limit is "
+                      f"{MAX_DECODED_BYTES / 1e6:g} MB decoded, {MAX_PIXELS / 1e6:g} megapixels).")
+
+
+def _check_header(header: Header | None, file_bytes: int, path: str | None) -> None:
+    """Refuse, before the pixels are read or decoded, an image whose decoding would take more than
+    MAX_DECODED_BYTES, and a file far bigger than the image its header declares (junk behind a header)."""
+    if header is None:
+        if file_bytes > MAX_FILE_BYTES:
+            raise ImageError("too_large", path, f"The file is too large to inspect ({file_bytes / 1e6:,.0f} MB; "
+                             f"the limit is {MAX_FILE_BYTES / 1e6:,.0f} MB).")
+        return
+    w, h = header.width, header.height
+    if w * h > MAX_PIXELS or w * h * max(header.channels * header.bytes_per_sample, 3) > MAX_DECODED_BYTES:
+        raise _too_large(w, h, path, header)
+    if header.format == "tiff":  # more pages than the first: the file's size says nothing of page 1
+        bound = MAX_FILE_BYTES
+    elif header.format == "pnm":  # plain (ASCII) PNM: up to 6 characters a sample
+        bound = 6 * header.decoded_bytes + _SLACK_BYTES
+    else:  # compressed or not, a file holds at most about its pixels' bytes, plus metadata
+        bound = 2 * header.decoded_bytes + _SLACK_BYTES
+    if file_bytes > min(bound, MAX_FILE_BYTES):
+        raise ImageError("corrupt", path, f"The file is much bigger ({file_bytes / 1e6:,.1f} MB) than the "
+                         f"{w} x {h} image its header declares: it is damaged or not an image; it was not read.")
+
+
+def _check_format(head: bytes, path: str | None) -> str:
+    fmt = _sniff(head)
+    if fmt is None:
+        raise ImageError("not_an_image", path)
+    if fmt not in _ACCEPTED:
+        raise ImageError("unsupported_format", path, f"The {fmt} image format is not accepted "
+                         "here: save the image as PNG, JPEG, BMP or TIFF.")
+    return fmt
 
 
 # ------------------------------------------------------------------------------------ conversion
@@ -129,15 +187,8 @@ def decode_image(data: bytes, path: str | None = None) -> np.ndarray:
     if not data:
         raise ImageError("empty_file", path)
     data = data if isinstance(data, bytes) else bytes(data)
-    fmt = _sniff(data[:64])
-    if fmt is None:
-        raise ImageError("not_an_image", path)
-    if fmt not in _ACCEPTED:
-        raise ImageError("unsupported_format", path, f"The {fmt} image format is not accepted "
-                         "here: save the image as PNG, JPEG, BMP or TIFF.")
-    size = probe_size(data)
-    if size is not None and size[0] * size[1] > MAX_PIXELS:
-        raise _too_large(*size, path)
+    fmt = _check_format(data[:64], path)
+    _check_header(probe_header(data), len(data), path)
     _check_complete(fmt, data, path)
     decoded, order = None, "bgr"
     if fmt == "png" and _png_decode is not None:
@@ -157,19 +208,56 @@ def decode_image(data: bytes, path: str | None = None) -> np.ndarray:
                        "that is not supported.")
         raise ImageError("corrupt", path, message)
     h, w = decoded.shape[:2]
-    if h * w > MAX_PIXELS:
+    if h * w > MAX_PIXELS or decoded.nbytes > MAX_DECODED_BYTES:
         raise _too_large(w, h, path)
     return _limit_side(to_rgb8(decoded, order=order))
 
 
+def _not_regular(path, mode: int) -> ImageError:
+    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+    return ImageError("unreadable", path, f"This is {kind}, not an image file: it was not opened.")
+
+
 def read_image_file(path: str | os.PathLike) -> bytes:
-    """The file's bytes (not checked yet: :func:`decode_image` does that); ImageError
-    ("not_found" / "unreadable") when it cannot be read."""
+    """The file's bytes, once its header passed: a regular file only (a FIFO or a device is never
+    opened), an accepted image format, not more to decode than MAX_DECODED_BYTES, not much bigger
+    than the image its header declares; all judged from the first bytes, before the rest is read.
+    :func:`decode_image` checks the rest. ImageError ("not_found", "unreadable", "not_an_image",
+    "unsupported_format", "too_large", "corrupt") otherwise; an empty file reads as b"" (decode_image
+    says "empty_file")."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a folder")
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(path, st.st_mode)
+        # O_NONBLOCK: should it have become a FIFO since the stat, opening does not wait for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise _not_regular(path, st.st_mode)
+            head = f.read(64)
+            if not head:
+                return b""
+            _check_format(head, os.fspath(path))
+
+            def read_at(off: int, n: int) -> bytes:
+                f.seek(off)
+                return f.read(n)
+
+            _check_header(_probe(read_at), st.st_size, os.fspath(path))
+            f.seek(0)
+            data = f.read(MAX_FILE_BYTES + 1)
+    except ImageError:
+        raise
     except (OSError, ValueError) as exc:
         raise _os_error(exc, path) from exc
+    if len(data) > MAX_FILE_BYTES:  # it grew since: still never more than this in memory
+        raise ImageError("too_large", path, f"The file is too large to inspect (more than "
+                         f"{MAX_FILE_BYTES / 1e6:,.0f} MB).")
+    return data
 
 
 _EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "bmp": ".bmp", "tiff": ".tif", "webp": ".webp", "pnm": ".pnm"}
@@ -186,32 +274,127 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     return decode_image(read_image_file(path), os.fspath(path))
 
 
-def list_images(paths: Iterable[str | os.PathLike], recursive: bool = True) -> list[Path]:
-    """Expand files and folders into a sorted, de-duplicated list of image files.
+@dataclass(frozen=True)
+class Skipped:
+    """A path :func:`scan_images` did not list, and why (in words for the report)."""
 
-    Folders yield files with a suffix in IMAGE_EXTENSIONS (any case), skipping names that start
-    with '.'; explicitly given files are always kept. Paths keep the form they were given in.
+    path: Path
+    why: str
+    kind: str  # missing / link / not_regular / unreadable_folder / unreadable / unsupported / not_an_image_name
+    explicit: bool = False  # given by name (not found inside a folder)
+
+    @property
+    def serious(self) -> bool:
+        """Worth a non-zero exit: anything but a file that is not an image by its name."""
+        return self.kind != "not_an_image_name"
+
+
+@dataclass(frozen=True)
+class ImageScan:
+    files: list[Path]
+    skipped: list[Skipped]
+
+
+def _stat_problem(path: Path, exc: OSError) -> tuple[str, str]:
+    """(kind, why) for a path that cannot be stat'ed."""
+    if exc.errno == errno.ELOOP:
+        return "link", "a link that loops back on itself: not followed"
+    if path.is_symlink():
+        return "link", "a broken link: what it points at does not exist"
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        return "missing", "not found: it may have been moved, renamed or deleted"
+    return "unreadable", f"cannot be read ({exc.strerror or exc})"
+
+
+def scan_images(paths: Iterable[str | os.PathLike], recursive: bool = True) -> ImageScan:
+    """Expand files and folders into a sorted, de-duplicated list of image files, and what was skipped.
+
+    Folders yield regular files with a suffix in IMAGE_EXTENSIONS (any case), skipping names that
+    start with '.'; links are followed (a link back to a folder already listed is not). Explicitly
+    given regular files are always kept. Everything else is in ``skipped`` with why: a missing path,
+    broken or looping links, FIFOs, sockets and devices (never opened), folders that cannot be read,
+    image formats that are not accepted (``.gif``...) and other files. Paths keep the form they were
+    given in.
     """
     found: dict[str, Path] = {}
+    skipped: list[Skipped] = []
+    seen: set[tuple[int, int]] = set()
 
     def add(p: Path) -> None:
         found.setdefault(os.path.normcase(os.path.abspath(p)), p)
 
+    def walk(root: Path) -> None:
+        stack = [root]
+        while stack:
+            folder = stack.pop()
+            try:
+                with os.scandir(folder) as it:
+                    names = sorted(e.name for e in it)
+            except OSError as exc:
+                skipped.append(Skipped(folder, f"the folder cannot be read ({exc.strerror or exc})",
+                                       "unreadable_folder"))
+                continue
+            for name in names:
+                if name.startswith("."):
+                    continue
+                p = folder / name
+                try:
+                    st = os.stat(p)
+                except OSError as exc:
+                    kind, why = _stat_problem(p, exc)
+                    skipped.append(Skipped(p, why, kind))
+                    continue
+                suffix = p.suffix.lower()
+                if stat.S_ISDIR(st.st_mode):
+                    if not recursive:
+                        continue
+                    if (st.st_dev, st.st_ino) in seen:
+                        skipped.append(Skipped(p, "a link back to a folder already listed (a loop): not followed",
+                                               "link"))
+                    else:
+                        seen.add((st.st_dev, st.st_ino))
+                        stack.append(p)
+                elif not stat.S_ISREG(st.st_mode):
+                    skipped.append(Skipped(p, _not_regular(p, st.st_mode).message, "not_regular"))
+                elif suffix in IMAGE_EXTENSIONS:
+                    add(p)
+                elif suffix in UNSUPPORTED_EXTENSIONS:
+                    skipped.append(Skipped(p, f"{UNSUPPORTED_EXTENSIONS[suffix]} images are not accepted: "
+                                              "save them as PNG, JPEG, BMP or TIFF", "unsupported"))
+                else:
+                    skipped.append(Skipped(p, "not an image file, by its name", "not_an_image_name"))
+
     for item in paths:
         root = Path(item)
-        if not root.is_dir():
-            if not root.exists():
-                raise ImageError("not_found", root)
-            add(root)
+        try:
+            st = os.stat(root)
+        except OSError as exc:
+            kind, why = _stat_problem(root, exc)
+            skipped.append(Skipped(root, why, kind, explicit=True))
             continue
-        for folder, dirnames, filenames in os.walk(root):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
-            for name in filenames:
-                p = Path(folder, name)
-                if (not name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
-                        and p.is_file()):
-                    add(p)
-    return sorted(found.values())
+        except ValueError as exc:  # e.g. a NUL byte in the name
+            skipped.append(Skipped(root, f"not a usable path ({exc})", "unreadable", explicit=True))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            seen.add((st.st_dev, st.st_ino))
+            walk(root)
+        elif stat.S_ISREG(st.st_mode):
+            add(root)
+        else:
+            skipped.append(Skipped(root, _not_regular(root, st.st_mode).message, "not_regular", explicit=True))
+    return ImageScan(sorted(found.values()), sorted(skipped, key=lambda s: str(s.path)))
+
+
+def list_images(paths: Iterable[str | os.PathLike], recursive: bool = True) -> list[Path]:
+    """The image files of :func:`scan_images`; ImageError for an explicit path that is missing
+    ("not_found") or that is no regular file or folder ("unreadable"). What a folder holds besides
+    images is left out (``scan_images`` says what and why)."""
+    scan = scan_images(paths, recursive)
+    for s in scan.skipped:
+        if s.explicit:
+            missing = s.kind in ("missing", "link")
+            raise ImageError("not_found" if missing else "unreadable", s.path, None if missing else s.why)
+    return scan.files
 
 
 # -------------------------------------------------------------------------------------- writing
@@ -246,7 +429,7 @@ def save_image_atomic(path: str | os.PathLike, rgb: np.ndarray) -> None:
     """Write ``rgb`` so that ``path`` is either the old file or the complete new one.
 
     PNG (lossless), except for a .jpg/.jpeg path (JPEG, for overlays people only look at).
-    Parent folders are created. OSError propagates; no temporary file is left behind.
+    Parent folders are created. OSError propagates (the temporary file is removed; see core.atomic).
     """
     target = Path(path)
     data = encode_jpeg(rgb) if target.suffix.lower() in (".jpg", ".jpeg") else encode_png(rgb)

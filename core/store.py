@@ -1,9 +1,12 @@
 """Results store: every inspection and every operator review, in one SQLite file (WAL mode).
 
 One connection per :class:`ResultsStore`, shared by the worker thread and the UI thread behind a
-lock. Every write is its own committed transaction, so a crash right after a call loses nothing
-the call reported as written. Reviews are append-only (enforced by triggers in the database); the
-latest review of an inspection is its current operator decision.
+lock. Every write is its own committed transaction with ``synchronous=FULL`` (each commit is
+fsynced), so neither a crash nor a power cut right after a call loses anything the call reported
+as written (NORMAL in WAL mode can lose the last commits on a power cut). Reviews are append-only
+and an inspection that has reviews cannot be deleted (both enforced by triggers in the database,
+added to an older store when it is opened); the latest review of an inspection is its current
+operator decision.
 
 Timestamps are ISO-8601 UTC text with milliseconds (``2024-05-01T12:00:00.123Z``), so they sort
 and compare as text. Naive datetimes given to this module are taken as UTC.
@@ -24,6 +27,15 @@ from core.types import Decision, Inspection, frozen_mapping
 SCHEMA_VERSION = 1
 REVIEW_DECISIONS = ("good", "defect")
 BUSY_TIMEOUT_MS = 5000
+
+# Evidence of an operator's decision stays: retention removes images, never rows (station.retention).
+_KEEP_REVIEWED = """
+CREATE TRIGGER IF NOT EXISTS inspections_keep_reviewed BEFORE DELETE ON inspections
+WHEN EXISTS (SELECT 1 FROM reviews WHERE inspection_id = OLD.id)
+BEGIN
+    SELECT RAISE(ABORT, 'an inspection with operator reviews cannot be deleted');
+END
+"""
 
 _SCHEMA = (
     """
@@ -80,7 +92,11 @@ _SCHEMA = (
         SELECT RAISE(ABORT, 'reviews are append-only: DELETE is not allowed');
     END
     """,
+    _KEEP_REVIEWED,
 )
+# Added without a schema version of their own (an older station still opens the store): a store
+# created before them gets them when it is opened.
+_ADDED_LATER = {"inspections_keep_reviewed": _KEEP_REVIEWED}
 
 # Inspection columns plus the latest review (highest review id) of each inspection.
 _SELECT = """
@@ -239,7 +255,11 @@ class ResultsStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder of results store {self.path}: "
+                             f"{exc.strerror or exc}") from exc
         self._lock = threading.Lock()
         try:
             conn = sqlite3.connect(
@@ -250,6 +270,9 @@ class ResultsStore:
             raise StoreError(f"cannot open results store {self.path}: {exc}") from exc
         try:
             self._setup(conn)
+        except StoreError as exc:
+            conn.close()
+            raise StoreError(f"{exc} ({self.path})") from exc
         except BaseException:
             conn.close()
             raise
@@ -269,7 +292,10 @@ class ResultsStore:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise StoreError(f"cannot switch the results store to WAL mode (got {mode!r})")
-            conn.execute("PRAGMA synchronous = NORMAL")
+            # FULL: every commit is fsynced, so a power cut loses no row the store reported as
+            # written. Measured on the 2-core dev VM: 500 single-row commits 0.05-0.12 s with
+            # NORMAL, 0.2-0.5 s with FULL (0.4-1 ms a row: little next to an inspection's ~40 ms)
+            conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             # REPLACE deletes the old row first: with recursive triggers that delete fires the
             # append-only trigger too, so INSERT OR REPLACE cannot overwrite a review
@@ -285,8 +311,27 @@ class ResultsStore:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     raise
+            else:
+                ResultsStore._add_later_triggers(conn)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open results store: {exc}") from exc
+
+    @staticmethod
+    def _add_later_triggers(conn: sqlite3.Connection) -> None:
+        """Give a store created before them the triggers added since (a no-op when they are there)."""
+        have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        missing = [sql for name, sql in _ADDED_LATER.items() if name not in have]
+        if not missing:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql in missing:
+                conn.execute(sql)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -496,3 +541,11 @@ class ResultsStore:
             " ORDER BY recipe, recipe_version"
         )
         return [(r[0], int(r[1])) for r in rows]
+
+    def evidence_paths(self, after_id: int = 0, limit: int = 5000) -> list[tuple[int, str, str | None]]:
+        """``(id, image_path, heatmap_path)`` of the rows that point at an image, ``id > after_id``, in id
+        order and at most ``limit`` of them: a long store is read in chunks, never holding the lock long."""
+        rows = self._fetch("SELECT id, image_path, heatmap_path FROM inspections"
+                           " WHERE id > ? AND image_path IS NOT NULL ORDER BY id LIMIT ?",
+                           (int(after_id), int(limit)))
+        return [(int(r[0]), r[1], r[2]) for r in rows]

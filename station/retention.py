@@ -139,16 +139,19 @@ class Housekeeper:
 
     ``on_status(DiskStatus)`` is called in that thread after each check (the window passes a queued
     signal's ``emit``); ``protected()`` returns the image paths of pending reviews. While the disk is
-    low it sets ``evidence.paused``, which :func:`station.recording.record` reads before writing."""
+    low it sets ``evidence.paused``, which :func:`station.recording.record` reads before writing.
+    ``startup()``, when given, runs once in that thread before the first round (the station passes
+    :func:`station.sweep.startup_sweep`: what a killed station left behind goes before it is counted)."""
 
     def __init__(self, evidence: EvidenceFolder, policy: Callable[[], RetentionPolicy],
                  protected: Callable[[], Iterable[str]], on_status: Callable[[DiskStatus], None],
-                 check_s: float = 30.0, sweep_s: float = 3600.0):
+                 check_s: float = 30.0, sweep_s: float = 3600.0, startup: Callable[[], object] | None = None):
         self.evidence = evidence
         self.root = evidence.root
         self._counted = evidence.written_bytes
         self._policy, self._protected, self._on_status = policy, protected, on_status
         self.check_s, self.sweep_s = float(check_s), float(sweep_s)
+        self._startup = startup
         self.low = False
         self.last_sweep: SweepResult | None = None
         self._wake = threading.Event()
@@ -198,6 +201,11 @@ class Housekeeper:
         return status
 
     def _run(self) -> None:
+        if self._startup is not None:
+            try:
+                self._startup()
+            except Exception:  # noqa: BLE001 - housekeeping must never stop the station
+                log.exception("Start-up sweep failed")
         last_sweep_at = 0.0
         while not self._stop.is_set():
             now = time.monotonic()

@@ -46,7 +46,7 @@ def test_creates_parent_dirs_wal_and_schema_version(tmp_path):
         assert path.exists()
         conn = s._conn
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: a power cut loses no commit
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
     raw = sqlite3.connect(path)

@@ -4,9 +4,14 @@
     station-cli inspect --recipe RECIPE PATH... [--csv FILE] [--heatmaps DIR] [--store DB]
     station-cli evaluate --dataset CATEGORY_DIR [--recipe RECIPE] --json FILE
     station-cli benchmark --recipe RECIPE --images DIR
+    station-cli keygen OUT
+    station-cli sign-recipe RECIPE_DIR --key KEY
 
-RECIPE is a product folder (its newest version is used, and ``train --out`` adds the next version)
-or one version's folder (``.../bottle/v0002``).
+RECIPE is a product folder (its newest usable version is used: a newer one that fails its checks is
+named and skipped; ``train --out`` adds the next version) or one version's folder
+(``.../bottle/v0002``). ``keygen`` makes an Ed25519 key pair (OUT, private, and OUT.pub);
+``sign-recipe`` signs a recipe with the private key, for stations that accept only signed recipes
+(docs/RECIPE_SECURITY.md).
 """
 from __future__ import annotations
 
@@ -131,7 +136,7 @@ def _load_inspector(args, batch: bool = False):
 
     from core.runtime import tune_for_inference
 
-    recipe = load_recipe(args.recipe)
+    recipe = load_recipe(args.recipe, trusted_keys=_trusted_keys(args))
     tune_for_inference(None if batch else args.threads)  # this process is the CLI's: it owns the pools
     if batch:
         inspector = batch_inspector(recipe, backend=args.backend)
@@ -142,9 +147,57 @@ def _load_inspector(args, batch: bool = False):
     return inspector
 
 
+def _trusted_keys(args):
+    if not getattr(args, "trusted_keys", None):
+        return None
+    from core.signing import load_trusted_keys
+
+    return load_trusted_keys(args.trusted_keys)
+
+
+def _writable(path: str, what: str, folder: bool = False) -> str | None:
+    """None when ``path`` can be written (a file, or a folder when ``folder``), else one line naming it.
+
+    A real write (a byte, fsynced, then removed) finds a read-only or full disk before the batch starts.
+    """
+    import os
+    import uuid
+
+    target = Path(path)
+    probe = None
+    try:
+        if folder:
+            if target.exists() and not target.is_dir():
+                return f"{what} {target} is not a folder"
+            target.mkdir(parents=True, exist_ok=True)
+            where = target
+        else:
+            if target.is_dir():
+                return f"{what} {target} is a folder, not a file"
+            where = target.parent
+            where.mkdir(parents=True, exist_ok=True)
+        probe = where / f".station-cli-check.{uuid.uuid4().hex[:12]}.tmp"  # core.atomic's temporary name
+        with open(probe, "xb") as f:
+            f.write(b"x")
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as exc:
+        if probe is not None:
+            try:
+                probe.unlink()
+            except OSError:
+                pass
+        return f"cannot write {what} {target}: {exc.strerror or exc}"
+    return None
+
+
+MAX_LISTED = 20  # skipped files listed one by one; the rest are counted
+
+
 def cmd_inspect(args) -> int:
     from core.batch import inspect_files
-    from core.images import ImageError, list_images
+    from core.images import ImageError, scan_images
     from core.recipe import RecipeError
     from core.store import ResultsStore, StoreError
     from station.evidence import EvidenceFolder
@@ -152,12 +205,23 @@ def cmd_inspect(args) -> int:
     from station.report import write_csv
     from station.wording import record_in_words
 
+    # every output first: a read-only or full target is one line naming it, before any work
+    for path, what, folder in ((args.csv, "the CSV file", False), (args.heatmaps, "the evidence folder", True),
+                               (args.store, "the results store", False)):
+        problem = _writable(path, what, folder) if path else None
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     try:
         inspector = _load_inspector(args, batch=True)
-        files = list_images(args.paths)
     except (RecipeError, ImageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    scan = scan_images(args.paths)
+    files = scan.files
+    for s in scan.skipped:
+        if s.explicit:  # named on the command line: say so now; the other paths are still inspected
+            print(f"error: {s.path}: {s.why}", file=sys.stderr)
     try:
         store = ResultsStore(args.store) if args.store else None
     except StoreError as exc:
@@ -168,6 +232,7 @@ def cmd_inspect(args) -> int:
     policy = RecordPolicy(mode="cli", keep_images=args.keep)
     recipe = inspector.recipe
     records = []
+    notes: list[tuple[str, str]] = []
     problems = 0
     try:
         for item in tqdm(inspect_files(inspector, files, workers=args.threads, keep_images=evidence is not None),
@@ -179,26 +244,45 @@ def cmd_inspect(args) -> int:
             else:
                 out = record_failure(store, item.path, item.error or "", recipe=recipe.product,
                                      recipe_version=recipe.version, mode=policy.mode)
-            if out.problem:
+            if out.problem:  # evidence or row not written: the batch goes on, the summary counts it
                 problems += 1
                 print(f"warning: {item.path}: {out.problem}", file=sys.stderr)
+            if item.note:
+                notes.append((item.path, item.note))
             records.append(out.record)
     finally:
         if store:
             store.close()
+    csv_error = None
     if args.csv:
-        write_csv(args.csv, records)
+        try:
+            write_csv(args.csv, records)
+        except OSError as exc:
+            csv_error = f"cannot write the CSV file {args.csv}: {exc.strerror or exc}"
     counts = {d: sum(r.verdict == d for r in records) for d in ("PASS", "FAIL", "REVIEW")}
     errors = sum(r.error is not None for r in records)
     print(f"{len(files)} files: {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['REVIEW']} REVIEW, "
           f"{errors} could not be inspected"
-          f" (recipe {recipe.label}, {inspector.backend}; scores are 1.0 at each model's threshold: {', '.join(recipe.models)})")
-    if not args.csv:
+          + (f", {problems} not fully written (evidence or results database; see the warnings)" if problems else "")
+          + f" (recipe {recipe.label}, {inspector.backend}; scores are 1.0 at each model's threshold: "
+            f"{', '.join(recipe.models)})")
+    if not args.csv or csv_error:
         for r in records:
             words = " ".join(record_in_words(r, detail=False))
             print(f"{r.verdict or 'ERROR':6s} {r.source}" + (f"  -- {r.error}" if r.error else
                                                              f"  {words}  {r.latency_ms:.1f} ms"))
-    return 0 if errors == 0 and problems == 0 else 1
+    for path, note in notes:
+        print(f"note: {path}: {note}")
+    if scan.skipped:
+        print(f"skipped: {len(scan.skipped)} (not inspected)")
+        for s in scan.skipped[:MAX_LISTED]:
+            print(f"  {s.path}: {s.why}")
+        if len(scan.skipped) > MAX_LISTED:
+            print(f"  ... and {len(scan.skipped) - MAX_LISTED} more")
+    if csv_error:
+        print(f"error: {csv_error}", file=sys.stderr)
+    serious = any(s.serious for s in scan.skipped)
+    return 0 if errors == 0 and problems == 0 and not serious and csv_error is None else 1
 
 
 def _fmt(v, spec: str = ".4f") -> str:
@@ -245,6 +329,36 @@ def cmd_benchmark(args) -> int:
     res = benchmark(args.recipe, args.images, n=args.n, threads=args.threads, backend=args.backend)
     for k, v in res.items():
         print(f"{k}: {v}")
+    return 0
+
+
+def cmd_keygen(args) -> int:
+    from core.signing import SigningError, generate_key, key_id, load_public_key
+
+    try:
+        private, public = generate_key(args.out)
+    except (SigningError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Private key: {private} (readable by you only; keep it off the stations)")
+    print(f"Public key:  {public} (key id {key_id(load_public_key(public))}); copy it into each station's "
+          "trusted-keys folder")
+    return 0
+
+
+def cmd_sign_recipe(args) -> int:
+    from core.recipe import MANIFEST, RecipeError, recipe_path
+    from core.signing import sign_recipe
+
+    folder = Path(args.recipe_dir)
+    try:
+        if not (folder / MANIFEST).is_file() and folder.is_dir():
+            folder = recipe_path(folder.parent, folder.name)  # a product folder: its newest version
+        path = sign_recipe(folder, args.key)
+    except (RecipeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Signed {folder}: {path}")
     return 0
 
 
@@ -296,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--keep", choices=("all", "review_fail", "none"), default="all",
                    help="with --heatmaps: whose evidence is kept (REVIEW parts always; default all)")
     i.add_argument("--store", help="also record results in this SQLite results store")
+    i.add_argument("--trusted-keys", metavar="DIR",
+                   help="use only a recipe signed by one of the public keys (*.pub) in DIR")
     common(i)
     i.set_defaults(func=cmd_inspect)
 
@@ -316,6 +432,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--n", type=int, default=100, help="timed inspections (after warm-up)")
     common(b, threads_default=2)
     b.set_defaults(func=cmd_benchmark)
+
+    k = sub.add_parser("keygen", help="make an Ed25519 key pair for signing recipes")
+    k.add_argument("out", metavar="OUT", help="private key file to write (the public key goes to OUT.pub)")
+    k.set_defaults(func=cmd_keygen)
+
+    s = sub.add_parser("sign-recipe", help="sign a recipe version with a private key (writes signature.ed25519)")
+    s.add_argument("recipe_dir", metavar="RECIPE_DIR", help="a recipe version's folder (or a product folder: "
+                                                            "its newest version)")
+    s.add_argument("--key", required=True, help="the private key file (from station-cli keygen)")
+    s.set_defaults(func=cmd_sign_recipe)
     return p
 
 

@@ -23,6 +23,7 @@ from station.recording import Recorder, RecordPolicy
 from station.retention import Housekeeper
 from station.shift import ShiftCounters
 from station.sources import make_source
+from station.sweep import startup_sweep
 from station.qt.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class LivePipeline(QObject):
         self.housekeeper = Housekeeper(  # the retention policy and the disk check, on their own thread
             context.evidence, lambda: context.settings.retention(),
             lambda: [r.image_path for r in context.store.pending_reviews() if r.image_path],
-            self.disk_changed.emit)
+            self.disk_changed.emit, startup=lambda: startup_sweep(context))  # first: what a kill left behind
         self.loaded: LoadedRecipe | None = None
         self.states = LiveStateMachine()  # the one state machine of the live station (station.live_state)
         self._task: Task | None = None

@@ -173,6 +173,11 @@ class PartView(QWidget):
         self.message_label = QLabel()
         self.message_label.setWordWrap(True)
         self.message_label.setStyleSheet(status_style("warn"))
+        # file names, product names and operator notes are shown as they are: never as markup
+        # (a QLabel guesses rich text from the first "<tag", so a note "<img src=...>" would load it)
+        for label in (self.verdict_label, self.title_label, self.reasons_label, self.scores_label,
+                      self.message_label):
+            label.setTextFormat(Qt.TextFormat.PlainText)
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -252,6 +257,7 @@ class PartView(QWidget):
     def _show_views(self, views) -> None:
         while len(self._views) < len(views):
             cap, view = QLabel(), ImageView()
+            cap.setTextFormat(Qt.TextFormat.PlainText)
             cap.setAlignment(Qt.AlignmentFlag.AlignCenter)
             scale_font(cap, 1.1, bold=True)
             col = QVBoxLayout()
