@@ -10,22 +10,28 @@
         scorer.onnx
         reference.png          a good part, for drawing the region of interest
 
+        signature.ed25519      optional: an Ed25519 signature of the content hash (``core.signing``)
+
 Saves are atomic: everything is written and fsynced into a hidden temporary folder which is then
 renamed to the next free version number, so a crash leaves either a complete version or none.
-Loading checks the schema version and every file's hash and refuses anything else with a message.
+Loading checks the schema version, the content hash, every field the station reads
+(``core.recipe_schema``), every file's hash and, when the caller trusts only signed recipes, the
+signature; it refuses anything else with a message. ``load_latest_good`` is the one place that
+picks "the newest usable recipe": a version that fails is named and the next older one tried.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from safetensors.numpy import load as st_load
@@ -34,11 +40,17 @@ from safetensors.numpy import save as st_save
 from .atomic import fsync_dir, write_durable
 from .calibration import Threshold
 
+if TYPE_CHECKING:
+    from .signing import TrustedKeys
+
+log = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 2  # 2: Gaussian second model, framing, PASS and FAIL limits, fusion
 MODELS = ("patchcore", "gaussian", "classifier")  # the models a recipe may hold, in display order
 MANIFEST = "manifest.json"
 TENSORS = "tensors.safetensors"
 REFERENCE = "reference.png"
+SIGNATURE = "signature.ed25519"  # beside the manifest, outside the content hash (see core.signing)
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 _PRODUCT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}$")
 
@@ -97,6 +109,7 @@ class Recipe:
     onnx: dict[str, bytes] = field(default_factory=dict)  # model name -> serialized graph
     reference_png: bytes | None = None
     path: Path | None = None
+    signed_by: str | None = None  # id of the trusted key whose signature was checked at load, else None
 
     # -- convenient views ----------------------------------------------------------------
     @property
@@ -289,29 +302,51 @@ class Recipe:
         return target
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Recipe":
+    def load(cls, path: str | os.PathLike, trusted_keys: "TrustedKeys | str | os.PathLike | None" = None, *,
+             product: str | None = None) -> "Recipe":
+        """Load and check a recipe folder.
+
+        ``trusted_keys``: None accepts an unsigned recipe; anything else (a ``signing.TrustedKeys``,
+        or a folder of ``*.pub`` keys for ``signing.load_trusted_keys``) requires a signature by one
+        of those keys. ``product``: the product folder the recipe was found in (a root layout); the
+        manifest must name that same product.
+        """
+        from . import recipe_schema
+
         path = Path(path)
         mpath = path / MANIFEST
         if not mpath.is_file():
             raise RecipeError(f"'{path}' is not a recipe folder (no {MANIFEST}).")
         try:
-            manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            if mpath.stat().st_size > recipe_schema.MAX_MANIFEST_BYTES:
+                raise RecipeError(f"The recipe at '{path}' is damaged: its manifest is larger than "
+                                  f"{recipe_schema.MAX_MANIFEST_BYTES >> 20} MB.")
+            text = mpath.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
             raise RecipeError(f"The recipe at '{path}' is damaged: its manifest cannot be read ({exc}).") from exc
+        manifest = recipe_schema.parse_json(text, path)
         if not isinstance(manifest, dict):
             raise RecipeError(f"The recipe at '{path}' is damaged: its manifest is not a JSON object.")
         schema = manifest.get("schema_version")
         if schema != SCHEMA_VERSION:
             raise RecipeError(
-                f"The recipe at '{path}' uses schema version {schema}; this station reads version "
+                f"The recipe at '{path}' uses schema version {_short(schema)}; this station reads version "
                 f"{SCHEMA_VERSION}. Re-train the product with this station, or use a station of the "
                 "matching version."
             )
         files = manifest.get("files")
         if not isinstance(files, dict) or TENSORS not in files:
             raise RecipeError(f"The recipe at '{path}' is damaged: its file list is missing.")
+        recipe_schema.check_structure(manifest, path)  # bounded before it is hashed
         if manifest.get("content_hash") != _content_hash(manifest):
             raise RecipeError(f"The recipe at '{path}' is damaged: its manifest was altered.")
+        # the checksum says the files agree with the manifest; now: is the manifest itself sane?
+        recipe_schema.validate_manifest(manifest, path)
+        if product is not None and manifest["product"] != product:
+            raise RecipeError(
+                f"Recipe {path}: its manifest names product {manifest['product']!r}, but it lies in the folder of "
+                f"product {product!r}; a recipe is used only under its own product's folder."
+            )
         blobs: dict[str, bytes] = {}
         for fname, digest in files.items():
             fpath = path / fname
@@ -323,13 +358,24 @@ class Recipe:
                     f"The recipe at '{path}' is damaged: file '{fname}' does not match its checksum."
                 )
             blobs[fname] = data
+        signed_by = None
+        if trusted_keys is not None:
+            from .signing import check_signature
+
+            signed_by = check_signature(path, manifest["content_hash"], trusted_keys)
         try:
             tensors = st_load(blobs.pop(TENSORS))
         except Exception as exc:  # safetensors raises its own error types
             raise RecipeError(f"The recipe at '{path}' is damaged: its tensors cannot be read ({exc}).") from exc
         reference = blobs.pop(REFERENCE, None)
         onnx = {fname[: -len(".onnx")]: data for fname, data in blobs.items() if fname.endswith(".onnx")}
-        return cls(manifest=manifest, tensors=tensors, onnx=onnx, reference_png=reference, path=path)
+        return cls(manifest=manifest, tensors=tensors, onnx=onnx, reference_png=reference, path=path,
+                   signed_by=signed_by)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # -- the recipe library on disk ----------------------------------------------------------
@@ -358,6 +404,8 @@ def products(root: str | os.PathLike) -> list[str]:
 
 
 def recipe_path(root: str | os.PathLike, product: str, version: int | None = None) -> Path:
+    if not isinstance(product, str) or not _PRODUCT_RE.match(product) or product != product.strip():
+        raise RecipeError(f"There is no recipe for product {_short(product)}: it is not a valid product name.")
     v = versions(root, product)
     if not v:
         raise RecipeError(f"There is no recipe for product '{product}'.")
@@ -368,14 +416,60 @@ def recipe_path(root: str | os.PathLike, product: str, version: int | None = Non
     return Path(root) / product / f"v{version:04d}"
 
 
-def load_recipe(path_or_root: str | os.PathLike, product: str | None = None, version: int | None = None) -> Recipe:
-    """Load a recipe from its folder, or by product (and version, default latest) under a root."""
+Skipped = list[tuple[Path, str]]  # (recipe folder, why it was not used)
+
+
+def load_latest_good(root: str | os.PathLike, product: str | Sequence[str] | None = None,
+                     trusted_keys: "TrustedKeys | str | os.PathLike | None" = None, *,
+                     version: int | None = None) -> tuple[Recipe, Skipped]:
+    """The newest recipe that loads and passes every check, and the ones skipped on the way.
+
+    ``product``: one product (its versions newest first); a list of products (each in turn, newest
+    version first); None: every product under ``root`` in ``products()`` order. ``version``: the
+    first product's version to try before its others (a pinned version). A version that fails
+    (damaged, invalid manifest, unsigned or wrongly signed when ``trusted_keys`` is given) is logged
+    with its reason and skipped. Raises ``RecipeError`` naming every failure when none loads.
+    """
+    names = products(root) if product is None else [product] if isinstance(product, str) else list(product)
+    skipped: Skipped = []
+    for i, name in enumerate(names):
+        try:
+            recipe_path(root, name)  # a valid name with at least one version
+        except RecipeError as exc:
+            skipped.append((Path(root) / str(name), str(exc)))
+            continue
+        order = sorted(versions(root, name), reverse=True)
+        if i == 0 and version:
+            order = [version] + [v for v in order if v != version]
+        for v in order:
+            folder = Path(root) / name / f"v{v:04d}"
+            try:
+                recipe = Recipe.load(recipe_path(root, name, v), trusted_keys, product=name)
+            except RecipeError as exc:
+                log.warning("Skipping recipe %s: %s", folder, exc)
+                skipped.append((folder, str(exc)))
+                continue
+            if skipped:
+                log.warning("Using %s instead (%d newer or preferred recipe(s) skipped)", recipe.label, len(skipped))
+            return recipe, skipped
+    if not names:
+        raise RecipeError(f"There is no recipe under '{root}'.")
+    what = f"product '{names[0]}'" if len(names) == 1 else "any product"
+    if len(skipped) == 1:
+        raise RecipeError(skipped[0][1])
+    raise RecipeError(f"No recipe of {what} can be used: " + " ".join(f"[{p.name}] {why}" for p, why in skipped))
+
+
+def load_recipe(path_or_root: str | os.PathLike, product: str | None = None, version: int | None = None,
+                trusted_keys: "TrustedKeys | str | os.PathLike | None" = None) -> Recipe:
+    """Load a recipe from its folder, or by product (and version, default: the newest usable one,
+    see ``load_latest_good``) under a root. A product folder may be given for ``path_or_root``."""
     if product is None:
         p = Path(path_or_root)
-        if not (p / MANIFEST).is_file() and p.is_dir():
-            # a product folder: take its latest version
-            v = versions(p.parent, p.name)
-            if v:
-                return Recipe.load(recipe_path(p.parent, p.name, version))
-        return Recipe.load(p)
-    return Recipe.load(recipe_path(path_or_root, product, version))
+        if not (p / MANIFEST).is_file() and p.is_dir() and versions(p.parent, p.name):
+            product, path_or_root = p.name, p.parent  # a product folder
+        else:
+            return Recipe.load(p, trusted_keys)
+    if version is None:
+        return load_latest_good(path_or_root, product, trusted_keys)[0]
+    return Recipe.load(recipe_path(path_or_root, product, version), trusted_keys, product=product)

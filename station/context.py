@@ -15,7 +15,8 @@ from pathlib import Path
 
 from core import paths
 from core.atomic import write_text_atomic
-from core.recipe import Recipe, RecipeError, load_recipe, products, versions
+from core.recipe import (Recipe, RecipeError, Skipped, check_product_name, load_latest_good, load_recipe, products,
+                         versions)
 from core.store import ResultsStore
 from station.evidence import EvidenceFolder
 from station.retention import RetentionPolicy
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "station.json"
 DEMO_PRODUCT = "demo-bracket"
+TRUSTED_KEYS_FOLDER = "trusted-keys"  # in the config folder, unless the settings name another
 
 
 @dataclass
@@ -48,6 +50,8 @@ class StationSettings:
     evidence_days: float = 30.0  # kept images (FAIL/REVIEW evidence) older than this are removed
     evidence_max_gb: float = 2.0  # ... and the oldest beyond this total; scores and decisions stay
     min_free_gb: float = 1.0  # below this much free disk no new images are kept
+    require_signed_recipes: bool = False  # load only recipes signed by a trusted key (core.signing)
+    trusted_keys_dir: str = ""  # folder of trusted *.pub keys; "" = <config folder>/trusted-keys
 
     def retention(self) -> RetentionPolicy:
         return RetentionPolicy(days=max(1.0, float(self.evidence_days)), max_gb=max(0.1, float(self.evidence_max_gb)),
@@ -95,6 +99,7 @@ class StationContext:
         self.settings = StationSettings.load(self.settings_path)
         self.store = ResultsStore(paths.store_path(self.data_dir))
         self.evidence = EvidenceFolder(self.images_root)  # images/<date>/ under the data folder
+        self.skipped_recipes: Skipped = []  # (folder, why) of the recipes the last load passed over
 
     def close(self) -> None:
         self.store.close()
@@ -109,26 +114,77 @@ class StationContext:
     def versions(self, product: str) -> list[int]:
         return versions(self.recipes_root, product)
 
+    @property
+    def trusted_keys_dir(self) -> Path:
+        return Path(self.settings.trusted_keys_dir) if self.settings.trusted_keys_dir else (
+            self.config_dir / TRUSTED_KEYS_FOLDER)
+
+    def trusted_keys(self):
+        """None when any valid recipe may be used, else the keys a recipe must be signed by
+        (``require_signed_recipes``: from the trusted-keys folder, read on every load)."""
+        if not self.settings.require_signed_recipes:
+            return None
+        from core.signing import load_trusted_keys
+
+        return load_trusted_keys(self.trusted_keys_dir)
+
+    def _note_skipped(self, skipped: Skipped) -> None:
+        self.skipped_recipes = list(skipped)  # core.recipe.load_latest_good has logged each one
+
+    def skipped_words(self) -> str:
+        """The recipes the last load skipped, in a sentence for a status line ("" when none)."""
+        if not self.skipped_recipes:
+            return ""
+        names = ", ".join(f"{p.parent.name} {p.name}" for p, _ in self.skipped_recipes)
+        return f"Skipped unusable recipe(s): {names} (the log says why)."
+
     def load_recipe(self, product: str, version: int | None = None) -> Recipe:
-        return load_recipe(self.recipes_root, product, version or None)
+        """A version of a product; without one, its newest usable version (the newer ones that fail
+        their checks are logged and listed in ``skipped_recipes``)."""
+        trusted = self.trusted_keys()
+        if version:
+            self.skipped_recipes = []
+            return load_recipe(self.recipes_root, product, version, trusted_keys=trusted)
+        recipe, skipped = load_latest_good(self.recipes_root, product, trusted)
+        self._note_skipped(skipped)
+        return recipe
 
     def active_recipe(self) -> Recipe | None:
-        """The recipe the settings name, else the newest of any product, else None."""
+        """The recipe the settings name, else the newest usable version of that product, else of any
+        other product, else None. Every recipe skipped on the way is logged (``skipped_recipes``)."""
         s = self.settings
         candidates = [s.active_product] if s.active_product else []
         candidates += [p for p in self.products() if p not in candidates]
-        for product in candidates:
-            try:
-                return self.load_recipe(product, s.active_version if product == s.active_product else None)
-            except RecipeError as exc:
-                log.warning("Recipe %s unusable: %s", product, exc)
-        return None
+        if not candidates:
+            return None
+        try:
+            recipe, skipped = load_latest_good(self.recipes_root, candidates, self.trusted_keys(),
+                                               version=s.active_version or None)
+        except RecipeError as exc:
+            log.warning("No usable recipe: %s", exc)
+            self.skipped_recipes = []
+            return None
+        self._note_skipped(skipped)
+        return recipe
 
     # -- product image sets (training data, teach-back) ------------------------------------
     def product_images(self, product: str, label: str) -> Path:
         """Folder of taught images for a product: label is 'good' or 'defect'."""
         if label not in ("good", "defect"):
             raise ValueError("label must be 'good' or 'defect'")
-        p = self.products_root / product / label
+        p = self.product_dir(product) / label
         p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def product_dir(self, product: str) -> Path:
+        """``products/<product>`` under the data folder; a name that is not a product name, or that
+        would lead outside that folder, raises ValueError (nothing is created)."""
+        try:
+            ok = check_product_name(product) == product
+        except RecipeError:
+            ok = False
+        root = self.products_root.resolve()
+        p = root / str(product)
+        if not ok or p.resolve().parent != root:
+            raise ValueError(f"{str(product)[:80]!r} is not a product name, so no folder is made for it.")
         return p
