@@ -359,3 +359,14 @@ def test_the_station_passes_over_a_bad_recipe_that_sorts_first(tiny_recipe_path,
         assert ctx.load_recipe("tiny").label == "tiny v1" and ctx.skipped_recipes == [(v2, ctx.skipped_recipes[0][1])]
     finally:
         ctx.close()
+
+
+def test_the_station_window_names_a_skipped_recipe_and_runs_on_the_previous_one(station, tiny_recipe_path, qtbot):
+    ctx, make = station
+    v2 = _copy(tiny_recipe_path, ctx.recipes_root, product="tiny", version=2)
+    _edit(v2, lambda m: (m.update(version=2), m.pop("thresholds")))
+    win = make()
+    with qtbot.waitSignal(win.pipeline.recipe_changed, timeout=30000) as blocker:
+        win.start()
+    assert blocker.args[0].recipe.label == "tiny v1"
+    assert "Skipped unusable recipe" in win.alert.text and "tiny v0002" in win.alert.text

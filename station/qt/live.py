@@ -169,6 +169,7 @@ class LivePipeline(QObject):
         counts, recipe = result
         self.shift.restore(counts)
         self.shift_changed.emit(self.shift.snapshot())
+        self._report_skipped()
         if recipe is not None:
             self._use(recipe)
         elif getattr(self.source, "kind", "") == "demo":
@@ -184,7 +185,18 @@ class LivePipeline(QObject):
         """Switch to a saved recipe (loaded and verified off the UI thread)."""
         context = self.context
         self._persist_next_load = True
-        return self._run_task(f"Loading {product}", lambda p, c: context.load_recipe(product, version), self._use)
+
+        def loaded(recipe) -> None:
+            self._report_skipped()
+            self._use(recipe)
+
+        return self._run_task(f"Loading {product}", lambda p, c: context.load_recipe(product, version), loaded)
+
+    def _report_skipped(self) -> None:
+        """Name the recipes the last load passed over (damaged, hostile or unsigned) in the alert bar."""
+        words = self.context.skipped_words()
+        if words:
+            self._error(words)
 
     def use_recipe(self, recipe, persist: bool = True) -> None:
         """Inspect with an in-memory recipe (e.g. a new threshold version just saved)."""
