@@ -6,6 +6,7 @@ file that cannot be read yields an item with its error and the batch goes on.
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -46,16 +47,63 @@ def batch_inspector(recipe, backend: str = "auto", verify: bool = True) -> Inspe
     return Inspector(recipe, backend=backend, threads=1, spin=False, verify=verify)
 
 
+# A file this big on disk, or declaring this many decoded bytes, is read, decoded and inspected by
+# one worker at a time (the others go on with ordinary files), and its bytes are not kept for
+# evidence (the decoded image is kept instead): a 100-megapixel 16-bit image costs ~1.5 GB in
+# flight, two at once would not fit a factory PC beside the station.
+BIG_FILE_BYTES = 64 * 2 ** 20
+_big = threading.Lock()
+
+
+def _declared_bytes(data: bytes) -> int:
+    try:
+        h = probe_header(data)
+    except Exception:  # noqa: BLE001 - decode_image reports a bad header with its own message
+        return 0
+    if h is None:
+        return 0
+    return int(h.width) * int(h.height) * max(int(h.channels) * int(h.bytes_per_sample), 3)
+
+
 def _one(inspector: Inspector, index: int, path: str, keep_images: bool, with_maps: bool,
          map_side: int | None) -> BatchItem:
     try:
-        data = read_image_file(path)
+        big = os.stat(path).st_size > BIG_FILE_BYTES
+    except OSError:
+        big = False  # read_image_file names the problem
+    if big:
+        with _big:
+            return _judge(inspector, index, path, keep_images, with_maps, map_side, big=True)
+    return _judge(inspector, index, path, keep_images, with_maps, map_side, big=False)
+
+
+def _judge(inspector: Inspector, index: int, path: str, keep_images: bool, with_maps: bool,
+           map_side: int | None, big: bool) -> BatchItem:
+    try:
+        box = [read_image_file(path)]  # handed over, so _judge_bytes can let go of the bytes
+        if not big and _declared_bytes(box[0]) > BIG_FILE_BYTES:  # small on disk, large decoded
+            with _big:
+                return _judge_bytes(inspector, index, path, box, keep_images, with_maps, map_side, True)
+    except ImageError as exc:
+        return BatchItem(index, path, None, exc.message, exc.code)
+    except Exception as exc:  # noqa: BLE001 - a batch must go on whatever one file does
+        return BatchItem(index, path, None, f"Unexpected error while reading: {exc}", "unreadable")
+    return _judge_bytes(inspector, index, path, box, keep_images, with_maps, map_side, big)
+
+
+def _judge_bytes(inspector: Inspector, index: int, path: str, box: list[bytes], keep_images: bool,
+                 with_maps: bool, map_side: int | None, big: bool) -> BatchItem:
+    data = box.pop()
+    try:
         image = decode_image(data, path)
         note = page_note(probe_header(data))
     except ImageError as exc:
         return BatchItem(index, path, None, exc.message, exc.code)
     except Exception as exc:  # noqa: BLE001 - a batch must go on whatever one file does
         return BatchItem(index, path, None, f"Unexpected error while reading: {exc}", "unreadable")
+    if big or not keep_images:
+        del data  # the decoded image is what is kept of a big file
+        data = b""
     try:
         result = inspector.inspect(image, source=path, frame_id=index, with_maps=with_maps, map_side=map_side)
     except Exception as exc:  # noqa: BLE001
@@ -63,7 +111,7 @@ def _one(inspector: Inspector, index: int, path: str, keep_images: bool, with_ma
     if note:  # stored with the row (its notes), so the record says which image was judged
         result = replace(result, verdict=replace(result.verdict, notes=(*result.verdict.notes, note)))
     if keep_images:
-        return BatchItem(index, path, result, image=image, data=data, note=note)
+        return BatchItem(index, path, result, image=image, data=data or None, note=note)
     return BatchItem(index, path, result, note=note)
 
 

@@ -159,8 +159,9 @@ def to_rgb8(array: np.ndarray, order: str = "bgr") -> np.ndarray:
         out = np.rint(_to_float255(a[:, :, :-1]) * alpha).astype(np.uint8)
     elif a.dtype == np.uint8:
         out = a
-    elif a.dtype == np.uint16:
-        out = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif a.dtype == np.uint16:  # round(a / 257) straight into uint8: no wider copy of a large image
+        out = cv2.convertScaleAbs(np.ascontiguousarray(a), alpha=1.0 / 257.0)
+        out = out[:, :, None] if out.ndim == 2 else out
     else:
         out = np.rint(_to_float255(a)).astype(np.uint8)
     if out.shape[2] == 1:
@@ -169,7 +170,10 @@ def to_rgb8(array: np.ndarray, order: str = "bgr") -> np.ndarray:
         return np.ascontiguousarray(out)
     if order != "bgr":
         raise ValueError("order must be 'bgr' or 'rgb'")
-    return np.ascontiguousarray(cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_BGR2RGB))
+    out = np.ascontiguousarray(out)
+    if out is array or out.base is not None:  # the caller's array: never reorder it in place
+        return np.ascontiguousarray(cv2.cvtColor(out, cv2.COLOR_BGR2RGB))
+    return cv2.cvtColor(out, cv2.COLOR_BGR2RGB, dst=out)  # in place: one copy of a large image, not two
 
 
 def _limit_side(rgb: np.ndarray) -> np.ndarray:

@@ -78,3 +78,41 @@ def test_kept_images_come_with_the_file_bytes(tmp_path, tiny_recipe):
     assert kept.data == p.read_bytes() and kept.image.shape == (128, 128, 3)
     (lean,) = inspect_files(ins, [p])
     assert lean.data is None and lean.image is None
+
+
+def test_big_files_are_judged_one_at_a_time_and_their_bytes_are_not_held(tmp_path, tiny_recipe, monkeypatch):
+    """A file over BIG_FILE_BYTES (on disk, or declared by its header) holds the big-image lock while it
+    is decoded and inspected, and only its decoded image is kept for evidence."""
+    import threading
+
+    from core import batch
+
+    gen = PartGenerator("bracket", (128, 128), seed=3)
+    paths = []
+    for i in range(6):
+        p = tmp_path / f"{i:02d}.png"
+        save_image_atomic(p, gen.good(i).image)
+        paths.append(p)
+    size = paths[0].stat().st_size
+    monkeypatch.setattr(batch, "BIG_FILE_BYTES", 1000)  # every part counts as big (PNGs of a few kB)
+    inside, most = [0], [0]
+    lock = threading.Lock()
+    real = batch.Inspector.inspect
+
+    def counting(self, *a, **k):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            return real(self, *a, **k)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(batch.Inspector, "inspect", counting)
+    items = list(inspect_files(batch_inspector(tiny_recipe), paths, workers=3, keep_images=True))
+    assert size > 1000 and all(it.ok for it in items) and most[0] == 1
+    assert all(it.data is None and it.image is not None for it in items)
+    monkeypatch.setattr(batch, "BIG_FILE_BYTES", 10 ** 9)  # nothing is big: bytes kept, work in parallel
+    items = list(inspect_files(batch_inspector(tiny_recipe), paths, workers=3, keep_images=True))
+    assert all(it.data == p.read_bytes() for it, p in zip(items, paths))

@@ -105,3 +105,31 @@ def test_a_camera_url_password_never_reaches_the_name_the_log_or_the_records():
     assert redact_url(url) == "rtsp://admin:***@10.0.0.5:554/stream1"
     assert "S3cret" not in CameraSource(url).name
     assert redact_url("http://host/path") == "http://host/path"
+
+
+def test_station_cli_inspect_makes_no_network_call_and_the_trace_would_see_one(tmp_path, tiny_recipe_path):
+    """strace on ``station-cli inspect --store --heatmaps --csv``: no AF_INET/AF_INET6 connect or send, no
+    file under HOME outside the app's folders; the control (onnxruntime without ORT_DISABLE_TELEMETRY)
+    shows the same trace does see a DNS lookup."""
+    sys.path.insert(0, str(ROOT / "packaging"))
+    try:
+        import offline_trace
+    finally:
+        sys.path.remove(str(ROOT / "packaging"))
+    why = offline_trace.strace_usable()
+    if why:
+        pytest.skip(f"no system-call trace: {why}")
+    import cv2
+    import numpy as np
+
+    home = tmp_path / "home"
+    parts = home / "parts"
+    parts.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(parts / f"p{i}.png"), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    trace, outside = offline_trace.cli_check(home, recipe=tiny_recipe_path, parts=parts)
+    assert (home / "out" / "rows.csv").exists() and (home / "out" / "results.db").exists()
+    assert trace.network == [] and outside == []
+    control = offline_trace.control_check(home, wait_s=12.0)
+    assert control.dns, "the trace saw no DNS lookup from onnxruntime with telemetry on"

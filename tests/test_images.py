@@ -465,3 +465,17 @@ def test_save_image_atomic_failure_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(ValueError):  # bad input fails before touching the disk
         save_image_atomic(tmp_path / "new" / "x.png", np.zeros((4, 4), np.float64))
     assert os.listdir(tmp_path) == ["result.png"]
+
+
+def test_16bit_to_8bit_rounds_like_division_by_257_and_leaves_the_callers_array_alone():
+    a = np.random.default_rng(0).integers(0, 65536, (37, 41, 3), dtype=np.uint16)
+    a[0, :4, 0] = [0, 128, 129, 65535]
+    before = a.copy()
+    out = images.to_rgb8(a)
+    expected = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)[:, :, ::-1]
+    assert np.array_equal(out, expected) and np.array_equal(a, before)
+    b = np.random.default_rng(1).integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    kept = b.copy()
+    assert np.array_equal(images.to_rgb8(b), kept[:, :, ::-1]) and np.array_equal(b, kept)
+    gray = np.full((3, 3), 257 * 7, np.uint16)
+    assert images.to_rgb8(gray).shape == (3, 3, 3) and int(images.to_rgb8(gray).max()) == 7
