@@ -184,7 +184,7 @@ def render(traces: list[Trace], outside: list[str], seconds: float) -> str:
              "| --- | --- | --- | --- | --- |"]
     for t in traces:
         lines.append(f"| {t.what} | {t.calls} | {t.local} | {len(t.network)} | {len(t.dns)} |")
-    lines += ["", "Files written under HOME outside the station's data and config folders: "
+    lines += ["", "Files written under HOME outside the station's data, config and cache folders: "
               + (", ".join(f"`{f}`" for f in outside) if outside else "none (no `~/.cache/Microsoft`)") + ".", ""]
     for t in traces:
         for line in t.network[:3]:
