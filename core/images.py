@@ -160,8 +160,8 @@ def to_rgb8(array: np.ndarray, order: str = "bgr") -> np.ndarray:
     elif a.dtype == np.uint8:
         out = a
     elif a.dtype == np.uint16:  # round(a / 257) straight into uint8: no wider copy of a large image
-        out = cv2.convertScaleAbs(np.ascontiguousarray(a), alpha=1.0 / 257.0)
-        out = out[:, :, None] if out.ndim == 2 else out
+        scaled = np.asarray(cv2.convertScaleAbs(np.ascontiguousarray(a), alpha=1.0 / 257.0), dtype=np.uint8)
+        out = scaled[:, :, None] if scaled.ndim == 2 else scaled
     else:
         out = np.rint(_to_float255(a)).astype(np.uint8)
     if out.shape[2] == 1:
