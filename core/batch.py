@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .engine import Inspector
-from .images import ImageError, decode_image, page_note, probe_header, read_image_file
+from .images import ImageError, decode_file, decode_image, page_note, probe_header, read_image_file
 from .types import Inspection
 
 
@@ -79,6 +79,14 @@ def _one(inspector: Inspector, index: int, path: str, keep_images: bool, with_ma
 
 def _judge(inspector: Inspector, index: int, path: str, keep_images: bool, with_maps: bool,
            map_side: int | None, big: bool) -> BatchItem:
+    if big:  # decoded from the path: its bytes are never all in memory
+        try:
+            image, header = decode_file(path)
+        except ImageError as exc:
+            return BatchItem(index, path, None, exc.message, exc.code)
+        except Exception as exc:  # noqa: BLE001 - a batch must go on whatever one file does
+            return BatchItem(index, path, None, f"Unexpected error while reading: {exc}", "unreadable")
+        return _judged(inspector, index, path, image, page_note(header), None, keep_images, with_maps, map_side)
     try:
         box = [read_image_file(path)]  # handed over, so _judge_bytes can let go of the bytes
         if not big and _declared_bytes(box[0]) > BIG_FILE_BYTES:  # small on disk, large decoded
@@ -104,6 +112,11 @@ def _judge_bytes(inspector: Inspector, index: int, path: str, box: list[bytes], 
     if big or not keep_images:
         del data  # the decoded image is what is kept of a big file
         data = b""
+    return _judged(inspector, index, path, image, note, data or None, keep_images, with_maps, map_side)
+
+
+def _judged(inspector: Inspector, index: int, path: str, image: np.ndarray, note: str | None, data: bytes | None,
+            keep_images: bool, with_maps: bool, map_side: int | None) -> BatchItem:
     try:
         result = inspector.inspect(image, source=path, frame_id=index, with_maps=with_maps, map_side=map_side)
     except Exception as exc:  # noqa: BLE001
@@ -111,7 +124,7 @@ def _judge_bytes(inspector: Inspector, index: int, path: str, box: list[bytes], 
     if note:  # stored with the row (its notes), so the record says which image was judged
         result = replace(result, verdict=replace(result.verdict, notes=(*result.verdict.notes, note)))
     if keep_images:
-        return BatchItem(index, path, result, image=image, data=data or None, note=note)
+        return BatchItem(index, path, result, image=image, data=data, note=note)
     return BatchItem(index, path, result, note=note)
 
 

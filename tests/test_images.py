@@ -479,3 +479,36 @@ def test_16bit_to_8bit_rounds_like_division_by_257_and_leaves_the_callers_array_
     assert np.array_equal(images.to_rgb8(b), kept[:, :, ::-1]) and np.array_equal(b, kept)
     gray = np.full((3, 3), 257 * 7, np.uint16)
     assert images.to_rgb8(gray).shape == (3, 3, 3) and int(images.to_rgb8(gray).max()) == 7
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif", ".jpg", ".bmp"])
+def test_decode_file_reads_from_the_path_like_decode_image(tmp_path, ext):
+    from core.images import decode_file
+
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 65535 if ext in (".png", ".tif") else 255, (40, 52, 3),
+                       dtype=np.uint16 if ext in (".png", ".tif") else np.uint8)
+    p = tmp_path / f"part{ext}"
+    cv2.imwrite(str(p), img)
+    got, header = decode_file(p)
+    assert np.array_equal(got, images.decode_image(p.read_bytes(), str(p)))
+    assert header is not None and (header.width, header.height) == (52, 40)
+
+
+def test_decode_file_refuses_what_read_image_file_refuses(tmp_path):
+    from core.images import decode_file
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image at all" * 10)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    ok, png = cv2.imencode(".png", np.zeros((20, 20, 3), np.uint8))
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(png.tobytes()[:-20])
+    for path, code in ((fifo, "unreadable"), (junk, "not_an_image"), (empty, "empty_file"), (cut, "truncated"),
+                       (tmp_path / "missing.png", "not_found")):
+        with pytest.raises(ImageError) as err:
+            decode_file(path)
+        assert err.value.code == code or (path == fifo and err.value.code), (path, err.value.code)
