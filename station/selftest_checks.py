@@ -218,3 +218,31 @@ def print_report(report: dict, out=None) -> None:
     for f in report["failures"]:
         lines.append(f"  FAILED: {f}")
     print("\n".join(lines), file=out, flush=True)
+
+
+# -- telemetry ---------------------------------------------------------------------------------
+def microsoft_cache_files(home: Path | None = None) -> set[str]:
+    """Files under ``~/.cache/Microsoft`` (and ``$XDG_CACHE_HOME/Microsoft``): where ONNX Runtime's
+    telemetry writes its device id and event database when it is not switched off."""
+    roots = {(home or Path.home()) / ".cache" / "Microsoft"}
+    if os.environ.get("XDG_CACHE_HOME") and home is None:
+        roots.add(Path(os.environ["XDG_CACHE_HOME"]) / "Microsoft")
+    found: set[str] = set()
+    for root in roots:
+        if root.is_dir():
+            found.update(str(p) for p in root.rglob("*") if p.is_file())
+    return found
+
+
+def telemetry_findings(before: set[str], home: Path | None = None) -> list[str]:
+    """What says ONNX Runtime's telemetry was on during the run: imported without
+    ORT_DISABLE_TELEMETRY=1 (``core.onnx_runtime`` sets it before its import), or files written
+    under ``~/.cache/Microsoft`` since ``before``. The DNS lookups it makes come from native code, out of
+    the network watch's sight: these are what can be seen from inside the process."""
+    out = []
+    if "onnxruntime" in sys.modules and os.environ.get("ORT_DISABLE_TELEMETRY") != "1":
+        out.append("ONNX Runtime was imported with its telemetry on (ORT_DISABLE_TELEMETRY is not 1)")
+    new = sorted(microsoft_cache_files(home) - before)
+    if new:
+        out.append("ONNX Runtime telemetry wrote " + ", ".join(new[:3]) + (" ..." if len(new) > 3 else ""))
+    return out

@@ -109,3 +109,22 @@ def station_dirs(tmp_path: Path, recipe_root: Path | None = None) -> tuple[Path,
             if product.is_dir():
                 shutil.copytree(product, data / "recipes" / product.name)
     return data, config
+
+
+def wait_for_rows(store: Path, at_least: int, proc, timeout_s: float, every_s: float = 0.2) -> int:
+    """Poll a results store (read-only) until it holds ``at_least`` inspections, ``proc`` ends or
+    ``timeout_s`` passes; returns the last count seen (0 while the store is missing or locked)."""
+    import sqlite3
+
+    rows, deadline = 0, time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(every_s)
+        if store.is_file():
+            try:
+                with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as db:
+                    rows = db.execute("SELECT COUNT(*) FROM inspections").fetchone()[0]
+            except sqlite3.Error:
+                rows = 0
+            if rows >= at_least:
+                break
+    return rows

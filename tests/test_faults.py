@@ -133,3 +133,21 @@ def test_station_cli_inspect_makes_no_network_call_and_the_trace_would_see_one(t
     assert trace.network == [] and outside == []
     control = offline_trace.control_check(home, wait_s=12.0)
     assert control.dns, "the trace saw no DNS lookup from onnxruntime with telemetry on"
+
+
+def test_the_self_test_fails_when_onnxruntime_telemetry_was_on(tmp_path, monkeypatch):
+    """The self-test cannot see the native DNS lookups, but it sees their causes and traces: onnxruntime
+    imported without ORT_DISABLE_TELEMETRY, files written under ~/.cache/Microsoft during the run."""
+    from station.selftest_checks import microsoft_cache_files, telemetry_findings
+
+    home = tmp_path / "home"
+    before = microsoft_cache_files(home)
+    monkeypatch.setenv("ORT_DISABLE_TELEMETRY", "1")
+    monkeypatch.setitem(sys.modules, "onnxruntime", sys.modules.get("onnxruntime", object()))
+    assert telemetry_findings(before, home) == []
+    written = home / ".cache" / "Microsoft" / "DeveloperTools" / ".onnxruntime" / "deviceid"
+    written.parent.mkdir(parents=True)
+    written.write_text("x")
+    assert any("deviceid" in f for f in telemetry_findings(before, home))
+    monkeypatch.delenv("ORT_DISABLE_TELEMETRY")
+    assert any("telemetry on" in f for f in telemetry_findings(microsoft_cache_files(home), home))

@@ -411,3 +411,44 @@ def _qimage():
     img = QImage(8, 8, QImage.Format.Format_RGB888)
     img.fill(0)
     return img
+
+
+def test_kill_9_mid_batch_leaves_a_sound_store_and_no_half_written_evidence(tmp_path, tiny_recipe_path):
+    """station-cli inspect --store --heatmaps killed with SIGKILL mid-batch: the store opens and passes
+    SQLite's integrity check, every stored row's evidence files exist and decode, and no half-written
+    file carries a final name (temporaries only, which the start-up sweep removes)."""
+    import signal
+
+    from station_helpers import wait_for_rows
+
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(120):
+        cv2.imwrite(str(parts / f"p{i:03d}.png"), rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
+    db, maps = tmp_path / "out" / "results.db", tmp_path / "out" / "maps"
+    proc = subprocess.Popen([sys.executable, "-m", "training.cli", "inspect", "--recipe", str(tiny_recipe_path),
+                             str(parts), "--store", str(db), "--heatmaps", str(maps), "--threads", "1"],
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_rows(db, 5, proc, timeout_s=120, every_s=0.05)
+        assert proc.poll() is None, "the batch ended before it could be killed"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    store = ResultsStore(db)
+    try:
+        stored = store.query_inspections(limit=None)
+    finally:
+        store.close()
+    assert 5 <= len(stored) < 120
+    for rec in stored:
+        for p in (rec.image_path, rec.heatmap_path):
+            if p:
+                assert Path(p).exists() and cv2.imread(str(p)) is not None, p
+    for f in maps.rglob("*"):
+        if f.is_file() and f.suffix.lower() in (".png", ".jpg"):
+            assert cv2.imread(str(f)) is not None, f"half-written evidence under its final name: {f}"

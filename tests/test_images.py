@@ -512,3 +512,37 @@ def test_decode_file_refuses_what_read_image_file_refuses(tmp_path):
         with pytest.raises(ImageError) as err:
             decode_file(path)
         assert err.value.code == code or (path == fifo and err.value.code), (path, err.value.code)
+
+
+def _pillow():
+    return pytest.importorskip("PIL.Image", reason="Pillow (requirements-dev.txt) writes the CMYK and EXIF files")
+
+
+def test_a_cmyk_jpeg_decodes_to_its_rgb_colours():
+    import io
+
+    Image = _pillow()
+    rgb = np.zeros((32, 48, 3), np.uint8)
+    rgb[:, :16], rgb[:, 16:32], rgb[:, 32:] = (200, 30, 30), (30, 200, 30), (30, 30, 200)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).convert("CMYK").save(buf, "JPEG", quality=95)
+    got = decode_image(buf.getvalue())
+    assert got.shape == (32, 48, 3)
+    assert np.abs(got[4:28, [4, 8, 12, 20, 24, 28, 36, 40, 44]].astype(int)
+                  - rgb[4:28, [4, 8, 12, 20, 24, 28, 36, 40, 44]].astype(int)).max() <= 8
+
+
+def test_exif_orientation_is_not_applied_pixels_are_judged_as_stored():
+    """Fixture cameras do not rotate; training and inspection both see the stored pixels, so a file's
+    EXIF orientation tag (6: rotate 90 degrees to display) neither turns nor breaks it."""
+    import io
+
+    Image = _pillow()
+    rgb = np.zeros((32, 48, 3), np.uint8)
+    rgb[:, :24] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=95, exif=exif.tobytes())
+    got = decode_image(buf.getvalue())
+    assert got.shape == (32, 48, 3) and got[:, :20].min() > 200 and got[:, 28:].max() < 50

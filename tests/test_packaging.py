@@ -26,7 +26,6 @@ import platform
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from station_helpers import wait_for_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1_000_000
@@ -343,18 +343,9 @@ def test_installed_app_writes_only_to_the_user_folders(installed, tmp_path):
     proc = subprocess.Popen([str(installed.home / ".local" / "bin" / "station")], env=installed.env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     store = installed.data_dir / "results.sqlite"
-    rows, deadline = 0, time.monotonic() + 180
+    rows = 0
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(1.0)
-            if store.is_file():
-                try:
-                    with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as db:
-                        rows = db.execute("SELECT COUNT(*) FROM inspections").fetchone()[0]
-                except sqlite3.Error:
-                    rows = 0
-                if rows >= 5:
-                    break
+        rows = wait_for_rows(store, 5, proc, timeout_s=180, every_s=1.0)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -45,8 +45,9 @@ import traceback
 from pathlib import Path
 
 from station.first_run import app_version, install_bundled_demo_recipe
-from station.selftest_checks import (NetworkWatch, check_images, check_recorded, check_training, percentile,
-                                     print_report, probe, process_start_time)
+from station.selftest_checks import (NetworkWatch, check_images, check_recorded, check_training,
+                                     microsoft_cache_files, percentile, print_report, probe, process_start_time,
+                                     telemetry_findings)
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,7 @@ def run(args=None) -> int:
         report["probe_target"], report["probe"] = target, probe(target)
     watch = NetworkWatch()
     watch.install()
+    telemetry_before = microsoft_cache_files()
     saved_env = {v: os.environ.get(v) for v in ("STATION_DATA_DIR", "STATION_CONFIG_DIR", "STATION_CACHE_DIR",
                                                  "QT_QPA_PLATFORM")}
     saved_hooks = sys.excepthook, threading.excepthook
@@ -250,6 +252,8 @@ def run(args=None) -> int:
     report["network"] = list(dict.fromkeys(watch.attempts))
     if report["network"]:
         report["failures"].append("the station tried to use the network: " + "; ".join(report["network"]))
+    report["telemetry"] = telemetry_findings(telemetry_before)
+    report["failures"].extend(report["telemetry"])
     report["passed"] = rc == 0 and not report["failures"]
     report["total_s"] = round(time.time() - t0, 2)
     root = logging.getLogger()
