@@ -212,14 +212,21 @@ def decode_image(data: bytes, path: str | None = None) -> np.ndarray:
             message = ("The TIFF file cannot be decoded: it is damaged or uses a TIFF variant "
                        "that is not supported.")
         raise ImageError("corrupt", path, message)
-    return _finish(decoded, order, path)
+    box = [decoded]
+    del decoded
+    return _finish(box, order, path)
 
 
-def _finish(decoded: np.ndarray, order: str, path: str | None) -> np.ndarray:
+def _finish(box: list[np.ndarray], order: str, path: str | None) -> np.ndarray:
+    """The decoded array (handed over in ``box``, so it is freed as soon as it is converted) ->
+    RGB uint8, its long side limited."""
+    decoded = box.pop()
     h, w = decoded.shape[:2]
     if h * w > MAX_PIXELS or decoded.nbytes > MAX_DECODED_BYTES:
         raise _too_large(w, h, path)
-    return _limit_side(to_rgb8(decoded, order=order))
+    rgb = to_rgb8(decoded, order=order)
+    del decoded  # a 16-bit 100 MP image: 600 MB gone before the 8-bit one is resized
+    return _limit_side(rgb)
 
 
 def decode_file(path: str | os.PathLike) -> tuple[np.ndarray, Header | None]:
@@ -264,7 +271,9 @@ def decode_file(path: str | os.PathLike) -> tuple[np.ndarray, Header | None]:
     if decoded is None:  # the path, not the file, may be what the decoder could not take
         data = read_image_file(path)
         return decode_image(data, name), header
-    return _finish(decoded, "bgr", name), header
+    box = [decoded]
+    del decoded
+    return _finish(box, "bgr", name), header
 
 
 def _not_regular(path, mode: int) -> ImageError:

@@ -44,3 +44,23 @@ def blend(image: np.ndarray, amap: np.ndarray, region=None, decision: str | None
         thick = max(2, int(round(max(image.shape[:2]) / 300)))
         cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), color, thick, cv2.LINE_AA)
     return out
+
+
+EVIDENCE_SIDE = 2048  # kept overlays (``_heatmap.jpg``) of larger images are made at this longest side
+
+
+def blend_bounded(image: np.ndarray, amap: np.ndarray, region=None, decision: str | None = None,
+                  max_side: int = EVIDENCE_SIDE) -> np.ndarray:
+    """:func:`blend`, on the image reduced to ``max_side`` first when it is larger (the region scaled
+    with it): a person looks at it on a screen, and blending a 100-megapixel part at full size took
+    over 1 GB of temporaries. Images up to ``max_side`` are blended as they are."""
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return blend(image, amap, region, decision)
+    s = max_side / float(max(h, w))
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    if region is not None:
+        x, y, rw, rh = region
+        region = (int(x * s), int(y * s), max(1, int(round(rw * s))), max(1, int(round(rh * s))))
+    return blend(small, amap, region, decision)

@@ -149,7 +149,7 @@ def control_check(home: Path, wait_s: float = 15.0) -> Trace:
     ORT_DISABLE_TELEMETRY looks up its telemetry host (about 9 s after the import)."""
     code = f"import time, onnxruntime; time.sleep({wait_s})"
     env = _env(home)
-    (home / "trace").mkdir(exist_ok=True)
+    (home / "trace").mkdir(parents=True, exist_ok=True)
     text = _traced([sys.executable, "-c", code], home / "trace" / "control.txt", env)
     shutil.rmtree(home / ".cache" / "Microsoft", ignore_errors=True)
     return parse(text, "control: onnxruntime imported without ORT_DISABLE_TELEMETRY")

@@ -79,7 +79,7 @@ class EvidenceFolder:
         if pc is not None:
             heat_path = folder / f"{stem}{HEATMAP_SUFFIX}"
             if blended is None:
-                blended = overlay.blend(image, pc, inspection.region, inspection.decision.value)
+                blended = overlay.blend_bounded(image, pc, inspection.region, inspection.decision.value)
             save_image_atomic(heat_path, blended)
         maps_path = folder / f"{stem}{MAPS_SUFFIX}"
         buf = io.BytesIO()

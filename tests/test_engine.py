@@ -222,3 +222,18 @@ def test_one_inspector_shared_by_four_threads_gives_the_results_of_one(tiny_reci
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(lambda img: shared.inspect(img).verdict, images * 3))
     assert got == want * 3
+
+
+def test_kept_overlays_of_large_images_are_made_at_a_bounded_size():
+    from core import overlay
+
+    small = np.full((300, 400, 3), 90, np.uint8)
+    amap = np.zeros((30, 40), np.float32)
+    amap[10:20, 10:20] = 3.0
+    assert np.array_equal(overlay.blend_bounded(small, amap, (100, 100, 100, 100), "FAIL"),
+                          overlay.blend(small, amap, (100, 100, 100, 100), "FAIL"))
+    big = np.full((3000, 5000, 3), 90, np.uint8)
+    out = overlay.blend_bounded(big, amap, (3000, 2000, 1000, 500), "FAIL", max_side=1000)
+    assert out.shape == (600, 1000, 3)
+    assert (out[250:350, 300:400] != 90).any()  # the tinted defect, where the map puts it
+    assert (out[400, 620:780] != 90).all() and (out[50, :] == 90).all()  # the region's box, scaled by 0.2

@@ -128,10 +128,14 @@ def test_station_cli_inspect_makes_no_network_call_and_the_trace_would_see_one(t
     rng = np.random.default_rng(0)
     for i in range(3):
         cv2.imwrite(str(parts / f"p{i}.png"), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
-    trace, outside = offline_trace.cli_check(home, recipe=tiny_recipe_path, parts=parts)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # the control waits ~12 s for the lookup: run it meanwhile
+        control_run = pool.submit(offline_trace.control_check, tmp_path / "control-home", 12.0)
+        trace, outside = offline_trace.cli_check(home, recipe=tiny_recipe_path, parts=parts)
+        control = control_run.result()
     assert (home / "out" / "rows.csv").exists() and (home / "out" / "results.db").exists()
     assert trace.network == [] and outside == []
-    control = offline_trace.control_check(home, wait_s=12.0)
     assert control.dns, "the trace saw no DNS lookup from onnxruntime with telemetry on"
 
 
