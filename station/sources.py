@@ -116,8 +116,16 @@ class FolderSource:
         self.recursive = recursive
         self.name = f"Folder {self.folder.name or self.folder}"
         self._paths: list[Path] = []
-        self._bad: set[Path] = set()
+        self._bad: dict[Path, tuple[int, int]] = {}  # unreadable file -> (mtime_ns, size) when it failed
         self._i = 0
+
+    @staticmethod
+    def _stamp(path: Path) -> tuple[int, int]:
+        try:
+            st = path.stat()
+            return st.st_mtime_ns, st.st_size
+        except OSError:
+            return -1, -1
 
     def open(self) -> None:
         if not self.folder.is_dir():
@@ -128,7 +136,8 @@ class FolderSource:
             raise SourceError(f"The folder '{self.folder}' cannot be read: {exc}") from exc
         if not self._paths:
             raise SourceError(f"The folder '{self.folder}' holds no images (PNG, JPEG, BMP or TIFF files).")
-        self._bad.clear()
+        # a file that failed stays skipped (and is not logged again) across reopens until it changes
+        self._bad = {p: st for p, st in self._bad.items() if self._stamp(p) == st}
         self._i = 0
 
     def read(self) -> np.ndarray | None:
@@ -140,7 +149,7 @@ class FolderSource:
             try:
                 return load_image(path)
             except ImageError as exc:
-                self._bad.add(path)
+                self._bad[path] = self._stamp(path)
                 log.warning("Skipping %s: %s", path, exc)
         return None  # nothing readable left: the capture thread reopens (and rescans) later
 

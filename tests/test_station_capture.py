@@ -140,3 +140,31 @@ def test_a_source_that_opens_but_never_delivers_backs_off_and_says_so_once(qtbot
         cap.stop()
     assert src.opens <= 6  # 0.2 s, then 0.4 s between tries: not thousands of reopens
     assert states.count("lost") == 1 and caplog.text.count("lost; reconnecting") == 1
+
+
+def test_a_folder_of_junk_files_is_not_a_busy_loop_and_each_file_is_logged_once(tmp_path, qtbot, caplog):
+    """A folder source whose files turn to junk (it opens, every read fails): the capture thread backs
+    off between reopens, and each bad file is warned about once until it changes, not on every reopen."""
+    import logging
+
+    from station.sources import FolderSource
+
+    for i in range(20):
+        (tmp_path / f"p{i:02d}.png").write_bytes(b"junk" * 50)
+    src = FolderSource(tmp_path, fps=30)
+    cap = CaptureController(backoff=(0.1, 0.2))
+    opens = []
+    real_open = src.open
+    src.open = lambda: (opens.append(1), real_open())[1]
+    with caplog.at_level(logging.WARNING):
+        cap.start(src)
+        qtbot.wait(1500)
+        cap.stop()
+    skipped = [r for r in caplog.records if r.getMessage().startswith("Skipping")]
+    assert 2 <= len(opens) <= 12  # reopened, with back-off: not hundreds of times
+    assert len(skipped) == 20  # one warning per bad file, not one per reopen
+    (tmp_path / "p00.png").write_bytes(b"changed junk" * 50)  # a file that changes is tried (and named) again
+    src.open()
+    with caplog.at_level(logging.WARNING):
+        assert src.read() is None
+    assert sum(r.getMessage().startswith("Skipping") for r in caplog.records) == 21

@@ -123,3 +123,19 @@ def test_part_viewer_region_from_a_smaller_batch_map():
     assert region_in((64, 96), amap, 1.0) == (30, 10, 10, 10)
     assert region_in((640, 960), amap, 1.0) == (300, 100, 100, 100)  # the same spot, image pixels
     assert region_in((640, 960), amap, 3.0) is None  # nothing above the level
+
+
+def test_labels_that_quote_names_and_messages_show_plain_text(station, qtbot):
+    """The alert bar, the status bar's source/recipe/disk labels, the review queue's and the history's
+    status lines show what they are given as text: a file or product name like ``<img src=x><b>`` is not
+    Qt rich text (issue 13, small leaks)."""
+    from PySide6.QtCore import Qt
+
+    ctx, make = station
+    win = make()
+    hostile = "<img src=x><b>bold</b> /parts/<i>a</i>.png"
+    win.show_error(hostile, logged=True)
+    labels = [win.alert.label, win.source_status, win.recipe_status, win.disk_status, win.review.status,
+              win.review.count_label, win.review.taught_label, win.history.status, win.history.page_label]
+    assert all(lab.textFormat() == Qt.TextFormat.PlainText for lab in labels)
+    assert win.alert.label.text() == hostile

@@ -27,7 +27,7 @@ from station.context import StationContext
 from station.qt.part_viewer import PartViewer, load_part_images
 from station.report import ResultRow, summary_counts, write_csv, write_html
 from station.qt.tasks import Task
-from station.qt.screen_fit import fit_columns_to_headers, fit_to_screen
+from station.qt.screen_fit import fit_columns_to_headers, fit_to_screen, plain
 from station.qt.workflow_common import release_later, scale_font, status_style
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class BatchDialog(QDialog):
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(True)
         self.progress.setFormat("")
-        self.summary = QLabel()
+        self.summary = plain(QLabel())
         scale_font(self.summary, 1.3, bold=True)
 
         self.verdict_filter = QComboBox()
@@ -112,7 +112,7 @@ class BatchDialog(QDialog):
                                             8: "0000"})  # "PatchCore", "Latency ms" never cut
         self.table.setColumnHidden(5, True)
         self.table.doubleClicked.connect(self._open)
-        self.status = QLabel()
+        self.status = plain(QLabel())
         self.status.setWordWrap(True)
 
         self.channel = RowChannel(self)

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 from core.store import ResultsStore, StoredInspection
 from station.context import StationContext
 from station.qt.part_viewer import PartViewer
-from station.qt.screen_fit import compact_combo, fit_columns_to_headers
+from station.qt.screen_fit import compact_combo, fit_columns_to_headers, plain
 from station.qt.workflow_common import (
     ColumnsTableModel,
     ERROR_COLOUR, VERDICT_COLOURS, LatestRunner, local_time, record_in_words, scale_font, status_style,
@@ -194,8 +194,8 @@ class HistoryWidget(QWidget):
         self.next_button = QPushButton("Older ▶")
         self.prev_button.clicked.connect(lambda: self.go_to_page(self.page - 1))
         self.next_button.clicked.connect(lambda: self.go_to_page(self.page + 1))
-        self.page_label = QLabel()
-        self.status = QLabel()
+        self.page_label = plain(QLabel())
+        self.status = plain(QLabel())
         self.status.setWordWrap(True)
 
         # two rows (when and which recipe; which verdicts): one would need about 1300 px

@@ -18,7 +18,7 @@ from station.qt.inference import InspectionResult, LoadedRecipe
 from station.qt.live import LivePipeline
 from station.qt.live_tab import LiveTab
 from station.qt.recipe_dialog import RecipeDialog
-from station.qt.screen_fit import clamp_to_screen, fit_to_screen
+from station.qt.screen_fit import clamp_to_screen, fit_to_screen, plain
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +155,11 @@ class MainWindow(QMainWindow):
 
     def _build_status_bar(self) -> None:
         sb = self.statusBar()
-        self.source_status = QLabel("Source: —")
-        self.recipe_status = QLabel("Recipe: —")
+        self.source_status = plain(QLabel("Source: —"))
+        self.recipe_status = plain(QLabel("Recipe: —"))
         self.fps_status = QLabel("Display: — fps")
         self.latency_status = QLabel("Inspection: —")
-        self.disk_status = QLabel("Disk: —")
+        self.disk_status = plain(QLabel("Disk: —"))
         for w in (self.source_status, self.recipe_status, self.fps_status, self.latency_status, self.disk_status):
             w.setObjectName("statusField")
             sb.addPermanentWidget(w)

@@ -30,6 +30,7 @@ from core.store import StoredInspection, StoreError
 from core.types import Decision
 from station.context import StationContext
 from station.qt.part_viewer import PartView, PartViewer
+from station.qt.screen_fit import plain
 from station.qt.tasks import Task
 from station.review import LABELS, Decided, DecisionWriter
 from station.qt.retrain_dialog import RetrainConfirmDialog, RetrainResultDialog
@@ -66,7 +67,7 @@ class ReviewQueueWidget(QWidget):
         self._retrain: Task | None = None
         self._last_row = -1
 
-        self.count_label = QLabel()
+        self.count_label = plain(QLabel())
         scale_font(self.count_label, 1.3, bold=True)
         refresh = QPushButton("Refresh (F5)")
         refresh.clicked.connect(self.refresh)
@@ -120,7 +121,7 @@ class ReviewQueueWidget(QWidget):
         # retraining
         self.product_combo = QComboBox()
         self.product_combo.currentTextChanged.connect(self._update_taught)
-        self.taught_label = QLabel()
+        self.taught_label = plain(QLabel())
         self.retrain_button = QPushButton("Retrain…")
         self.retrain_button.setToolTip("Train a new recipe version with the taught-in parts")
         self.retrain_button.clicked.connect(self.start_retrain)
@@ -137,7 +138,7 @@ class ReviewQueueWidget(QWidget):
         bottom.addWidget(self.retrain_progress, 1)
         bottom.addWidget(self.retrain_cancel)
         bottom.addWidget(self.retrain_button)
-        self.status = QLabel()
+        self.status = plain(QLabel())
         self.status.setWordWrap(True)
         scale_font(self.status, 1.1)
 

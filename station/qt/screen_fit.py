@@ -9,9 +9,17 @@ from typing import TypeVar
 
 from PySide6.QtCore import QRect, QSize, Qt
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QHeaderView, QTableView, QWidget
+from PySide6.QtWidgets import QHeaderView, QLabel, QTableView, QWidget
 
 _W = TypeVar("_W", bound=QWidget)
+_L = TypeVar("_L", bound=QLabel)
+
+
+def plain(label: _L) -> _L:
+    """``label`` showing its text as plain text: file names, notes, product names and messages that
+    quote them are never read as Qt rich text (a name like ``<img src=x>`` stays a name)."""
+    label.setTextFormat(Qt.TextFormat.PlainText)
+    return label
 
 
 def named(widget: _W, name: str) -> _W:

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel,
 
 from core.types import ModelScore, ModelState
 
-from station.qt.screen_fit import named, repolish
+from station.qt.screen_fit import named, plain, repolish
 from station.shift import ShiftSnapshot
 from station.wording import model_label
 
@@ -268,7 +268,7 @@ class AlertBar(QFrame):
         super().__init__(parent)
         self.setObjectName("alertBar")
         self.setProperty("level", "warning")
-        self.label = named(QLabel(""), "alertText")
+        self.label = plain(named(QLabel(""), "alertText"))
         self.label.setWordWrap(True)
         self.label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         dismiss = QPushButton("Dismiss")
