@@ -229,6 +229,24 @@ def _finish(box: list[np.ndarray], order: str, path: str | None) -> np.ndarray:
     return _limit_side(rgb)
 
 
+def _open_regular(path: str | os.PathLike):
+    """Open a regular file for reading; a folder, FIFO or device is refused before it is opened (and
+    again after: O_NONBLOCK, so one that became a FIFO since the stat does not wait for a writer).
+    Raises OSError / ImageError as the callers turn them into messages."""
+    st = os.stat(path)
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a folder")
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(path, st.st_mode)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
+    f = os.fdopen(fd, "rb")
+    st = os.fstat(f.fileno())
+    if not stat.S_ISREG(st.st_mode):
+        f.close()
+        raise _not_regular(path, st.st_mode)
+    return f
+
+
 def decode_file(path: str | os.PathLike) -> tuple[np.ndarray, Header | None]:
     """Decode a large file from its path without holding its bytes: the same checks as
     :func:`read_image_file` + :func:`decode_image` (regular file, format, header, complete container)
@@ -238,16 +256,8 @@ def decode_file(path: str | os.PathLike) -> tuple[np.ndarray, Header | None]:
     path (e.g. a name it cannot encode)."""
     name = os.fspath(path)
     try:
-        st = os.stat(path)
-        if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, "is a folder")
-        if not stat.S_ISREG(st.st_mode):
-            raise _not_regular(path, st.st_mode)
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as f:
+        with _open_regular(path) as f:
             st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise _not_regular(path, st.st_mode)
             if st.st_size == 0:
                 raise ImageError("empty_file", name)
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
@@ -290,17 +300,8 @@ def read_image_file(path: str | os.PathLike) -> bytes:
     "unsupported_format", "too_large", "corrupt") otherwise; an empty file reads as b"" (decode_image
     says "empty_file")."""
     try:
-        st = os.stat(path)
-        if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, "is a folder")
-        if not stat.S_ISREG(st.st_mode):
-            raise _not_regular(path, st.st_mode)
-        # O_NONBLOCK: should it have become a FIFO since the stat, opening does not wait for a writer
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as f:
+        with _open_regular(path) as f:
             st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise _not_regular(path, st.st_mode)
             head = f.read(64)
             if not head:
                 return b""
