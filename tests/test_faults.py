@@ -109,8 +109,8 @@ def test_a_camera_url_password_never_reaches_the_name_the_log_or_the_records():
 
 def test_station_cli_inspect_makes_no_network_call_and_the_trace_would_see_one(tmp_path, tiny_recipe_path):
     """strace on ``station-cli inspect --store --heatmaps --csv``: no AF_INET/AF_INET6 connect or send, no
-    file under HOME outside the app's folders; the control (onnxruntime without ORT_DISABLE_TELEMETRY)
-    shows the same trace does see a DNS lookup."""
+    file under HOME outside the app's folders; the control (a loopback probe sending to port 53 and
+    connecting over TCP) shows the same trace does see network calls and a lookup."""
     sys.path.insert(0, str(ROOT / "packaging"))
     try:
         import offline_trace
@@ -128,15 +128,12 @@ def test_station_cli_inspect_makes_no_network_call_and_the_trace_would_see_one(t
     rng = np.random.default_rng(0)
     for i in range(3):
         cv2.imwrite(str(parts / f"p{i}.png"), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1) as pool:  # the control waits ~12 s for the lookup: run it meanwhile
-        control_run = pool.submit(offline_trace.control_check, tmp_path / "control-home", 12.0)
-        trace, outside = offline_trace.cli_check(home, recipe=tiny_recipe_path, parts=parts)
-        control = control_run.result()
+    trace, outside = offline_trace.cli_check(home, recipe=tiny_recipe_path, parts=parts)
+    probe = offline_trace.probe_check(tmp_path / "control-home")
     assert (home / "out" / "rows.csv").exists() and (home / "out" / "results.db").exists()
     assert trace.network == [] and outside == []
-    assert control.dns, "the trace saw no DNS lookup from onnxruntime with telemetry on"
+    assert len(probe.network) >= 2, f"the trace missed the loopback probe's calls: {probe}"
+    assert len(probe.dns) == 1, f"the trace did not see the probe's port-53 datagram as a lookup: {probe}"
 
 
 def test_the_self_test_fails_when_onnxruntime_telemetry_was_on(tmp_path, monkeypatch):
