@@ -30,6 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- offline:start -->", "<!-- offline:end -->"
@@ -129,19 +130,26 @@ def _prepare(home: Path, images: int) -> tuple[Path, Path]:
     return Path(proc.stdout.strip().splitlines()[-1]), parts
 
 
-def written_outside(home: Path) -> list[str]:
-    """Files under HOME that are not in the station's own data, config or cache folders (the cache
-    is ``$XDG_CACHE_HOME/InspectionStation``, see ``core.paths.cache_dir``) or this run's inputs."""
+def written_outside(home: Path, own: Iterable[str | os.PathLike] | None = None) -> list[str]:
+    """Files (and links) under HOME that are not in the station's own folders, sorted, relative to HOME.
+
+    ``own``: what may be written, as paths relative to HOME (a folder counts with everything under it);
+    by default this script's data, config and cache folders (the cache is
+    ``$XDG_CACHE_HOME/InspectionStation``, see ``core.paths.cache_dir``) and this run's inputs.
+    ``tests/test_packaging.py`` gives the installed app's: its install folder, launcher, command and
+    its ``$XDG_DATA_HOME`` / ``$XDG_CONFIG_HOME`` / ``$XDG_CACHE_HOME`` folders. Links are not followed."""
     from core.paths import APP_NAME
 
-    own = {"station-data", "station-config", "parts", "trace", "out"}
+    if own is None:
+        own = ["station-data", "station-config", "parts", "trace", "out", os.path.join(".cache", APP_NAME)]
+    allowed = [Path(o).parts for o in own]
     found = []
-    for p in sorted(home.rglob("*")):
-        rel = p.relative_to(home)
-        if rel.parts[0] in own or rel.parts[:2] == (".cache", APP_NAME) or not p.is_file():
-            continue
-        found.append(str(rel))
-    return found
+    for root, dirs, files in os.walk(home):  # links to folders are listed, not followed
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            rel = Path(os.path.relpath(os.path.join(root, name), home))
+            if not any(rel.parts[:len(a)] == a for a in allowed):
+                found.append(str(rel))
+    return sorted(found)
 
 
 def control_check(home: Path, wait_s: float = 15.0) -> Trace:

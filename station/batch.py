@@ -5,6 +5,10 @@ each result is recorded by :func:`station.recording.record` (``mode="batch"``; u
 ``record_failure``): REVIEW parts (and FAIL parts when the settings keep them) get their evidence
 kept so they reach the review queue, and a 64 px heatmap thumbnail is made in the worker. Rows (:class:`station.report.ResultRow`:
 scores, paths, the thumbnail PNG, never images or maps) go out in small groups through a callback.
+What the folder holds besides images (broken or looping links, FIFOs, folders that cannot be read,
+``.gif`` and other files; see ``core.images.scan_images``) is not inspected: each such entry is a
+:class:`SkippedFile` with why, sent to ``on_skipped`` as soon as the folder is read and listed in the
+summary (``"skipped"``), so the operator sees what was left out.
 """
 from __future__ import annotations
 
@@ -13,9 +17,10 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from core.batch import BatchItem, batch_inspector, inspect_files
-from core.images import list_images
+from core.images import ImageError, scan_images
 from core.runtime import tune_for_inference
 from core.store import StoredInspection
 from station.context import StationContext
@@ -28,6 +33,40 @@ log = logging.getLogger(__name__)
 THUMB_SIDE = 64
 EMIT_EVERY_S = 0.1  # rows are sent out in groups at most this often...
 EMIT_MAX_ROWS = 64  # ...or when this many are waiting
+
+
+@dataclasses.dataclass(frozen=True)
+class SkippedFile:
+    """An entry of the batch folder that was not inspected, and why (plain words for the operator)."""
+
+    path: str
+    why: str  # e.g. "a broken link: what it points at does not exist"
+    kind: str  # core.images.Skipped.kind: link / not_regular / unreadable_folder / unsupported / ...
+    shown_as: str = ""  # the path relative to the folder the batch read
+
+    @property
+    def name(self) -> str:
+        return self.shown_as or self.path
+
+
+def shown_path(path: str, folder: str) -> str:
+    """``path`` as the batch shows it: relative to ``folder``."""
+    try:
+        return os.path.relpath(path, folder)
+    except ValueError:  # another drive (Windows)
+        return path
+
+
+def scan_folder(folder: str, recursive: bool) -> tuple[list[Path], list[SkippedFile]]:
+    """The image files of ``folder`` and the entries skipped there, with why (worker thread: it reads
+    the disk). ImageError when the folder itself is missing or no folder (as ``list_images``)."""
+    scan = scan_images([folder], recursive=recursive)
+    for s in scan.skipped:
+        if s.explicit:
+            missing = s.kind in ("missing", "link")
+            raise ImageError("not_found" if missing else "unreadable", s.path, None if missing else s.why)
+    skipped = [SkippedFile(str(s.path), s.why, s.kind, shown_path(str(s.path), folder)) for s in scan.skipped]
+    return scan.files, skipped
 
 
 def make_row(context: StationContext, item: BatchItem, recipe, policy: RecordPolicy) -> ResultRow:
@@ -50,13 +89,17 @@ def make_row(context: StationContext, item: BatchItem, recipe, policy: RecordPol
 
 
 def batch_job(context: StationContext, product: str, version: int | None, folder: str, recursive: bool,
-              on_rows: Callable[[list[ResultRow]], None], again: bool = False):
+              on_rows: Callable[[list[ResultRow]], None], again: bool = False,
+              on_skipped: Callable[[list[SkippedFile]], None] | None = None):
     """The background function: (progress, cancelled) -> summary dict.
 
     Rows go to ``on_rows`` in small groups (at most every EMIT_EVERY_S or EMIT_MAX_ROWS rows), in the
     worker thread: the window passes a queued Qt signal's ``emit``, the headless benchmark a list's
     ``append``. Files this recipe version has judged in a batch before are not inspected or queued
-    again (their row shows the stored verdict, ``already``) unless ``again``."""
+    again (their row shows the stored verdict, ``already``) unless ``again``. The folder entries that
+    are not inspected (:class:`SkippedFile`) go to ``on_skipped`` once, in the worker thread, right after
+    the folder is read (before any file is inspected, so a cancelled batch has them too), and are the
+    summary's ``"skipped"``."""
     def run(progress, cancelled):
         progress("Loading the recipe", 0.0)
         recipe = context.load_recipe(product, version or None)
@@ -65,7 +108,12 @@ def batch_job(context: StationContext, product: str, version: int | None, folder
         if inspector.fallback_reason:
             log.info("Batch uses torch: %s", inspector.fallback_reason)
         progress("Looking for pictures", 0.0)
-        found = list_images([folder], recursive=recursive)
+        found, skipped = scan_folder(folder, recursive)
+        if skipped:
+            log.info("Batch: %d entries of %s skipped (not images, links, special files...)", len(skipped),
+                     folder)
+        if on_skipped is not None:
+            on_skipped(skipped)
         judged = {} if again else context.store.judged_sources(recipe.product, recipe.version)
         files = [f for f in found if str(f) not in judged]
         n = len(found)
@@ -77,10 +125,7 @@ def batch_job(context: StationContext, product: str, version: int | None, folder
         index_of = {str(f): i for i, f in enumerate(found)}
 
         def shown(path: str) -> str:
-            try:
-                return os.path.relpath(path, folder)
-            except ValueError:  # another drive (Windows)
-                return path
+            return shown_path(path, folder)
 
         before = [ResultRow(index_of[str(f)], judged[str(f)], shown_as=shown(str(f)), already=True)
                   for f in found if str(f) in judged]
@@ -110,5 +155,5 @@ def batch_job(context: StationContext, product: str, version: int | None, folder
         if waiting:
             on_rows(waiting)
         return {"files": n, "done": done, "seconds": time.perf_counter() - t0, "recipe": recipe.label,
-                "backend": inspector.backend, "judged_before": len(before)}
+                "backend": inspector.backend, "judged_before": len(before), "skipped": skipped}
     return run

@@ -2,7 +2,8 @@
 
 Builds the package with packaging/build.py (or reuses dist/inspection-station-<v>-linux-x86_64.tar.gz
 when it is newer than every source file; STATION_PACKAGE_REBUILD=1 forces a build), unpacks it,
-installs it with its install.sh into a temporary HOME, then:
+installs it with its install.sh into a fresh temporary HOME (``$XDG_DATA_HOME``, ``$XDG_CONFIG_HOME``,
+``$XDG_CACHE_HOME`` and ``$XDG_STATE_HOME`` inside it, as packaging/offline_trace.py does), then:
 
 * checks the launcher (.desktop with the icon), the `station` command and the uninstaller;
 * runs the installed app's ``--self-test`` with the network blocked for the process (an LD_PRELOAD
@@ -11,6 +12,10 @@ installs it with its install.sh into a temporary HOME, then:
   plain Python and inside the frozen app itself;
 * runs the installed app for real and checks it writes only to the user's data and config folders,
   never into the install folder;
+* after the install, the self-test and the real run, checks that no file exists under that HOME
+  outside the app's own folders: its install folder, launcher, icon and command, and its data, config
+  and cache folders (``offline_trace.written_outside``; ``~/.cache/Microsoft`` would be ONNX Runtime's
+  telemetry, ``~/.cache/torch`` or ``~/.config/pyqtgraph`` a library's own files);
 * upgrades (a newer install.sh) and uninstalls, and checks the user's data survives both.
 
 Sizes and timings are measured and reported (printed, and written to build/package-test-report.json),
@@ -78,12 +83,45 @@ def _folder_bytes(path: Path) -> int:
 
 
 def clean_env(home: Path) -> dict:
-    """What a user's session would have: no test folders, no virtualenv, no Python variables."""
+    """What a user's session would have: no test folders, no virtualenv, no Python variables; HOME and
+    the XDG folders are all inside ``home`` (as packaging/offline_trace.py's ``_env``), so whatever the
+    app writes to a user folder lands under ``home``, where :func:`written_outside_the_app` looks."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("STATION_", "XDG_", "PYTHON", "LD_")) and k not in ("VIRTUAL_ENV",)}
+           if not k.startswith(("STATION_", "XDG_", "PYTHON", "LD_", "ORT_")) and k not in ("VIRTUAL_ENV",)}
     path = [p for p in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep) if ".venv" not in p]
-    env.update(HOME=str(home), QT_QPA_PLATFORM="offscreen", PATH=os.pathsep.join([str(home / ".local" / "bin"), *path]))
+    env.update(HOME=str(home), QT_QPA_PLATFORM="offscreen", PATH=os.pathsep.join([str(home / ".local" / "bin"), *path]),
+               XDG_DATA_HOME=str(home / ".local" / "share"), XDG_CONFIG_HOME=str(home / ".config"),
+               XDG_CACHE_HOME=str(home / ".cache"), XDG_STATE_HOME=str(home / ".local" / "state"))
     return env
+
+
+def _offline_trace():
+    sys.path.insert(0, str(ROOT / "packaging"))
+    try:
+        import offline_trace
+    finally:
+        sys.path.remove(str(ROOT / "packaging"))
+    return offline_trace
+
+
+def app_folders(home: Path, env: dict) -> list[Path]:
+    """What the installed app may write under HOME, relative to it: its install folder, command, launcher
+    and icon (install.sh), and its data, config and cache folders (``core.paths``: platformdirs under the
+    XDG folders of ``env``)."""
+    from core.paths import APP_NAME
+
+    share = Path(env["XDG_DATA_HOME"])
+    mine = [home / ".local" / "opt" / "inspection-station", home / ".local" / "bin" / "station",
+            share / "applications" / "inspection-station.desktop",
+            share / "applications" / "mimeinfo.cache",  # install.sh's update-desktop-database, where there is one
+            share / "icons" / "hicolor" / "scalable" / "apps" / "inspection-station.svg",
+            share / APP_NAME, Path(env["XDG_CONFIG_HOME"]) / APP_NAME, Path(env["XDG_CACHE_HOME"]) / APP_NAME]
+    return [p.relative_to(home) for p in mine]
+
+
+def written_outside_the_app(home: Path, env: dict) -> list[str]:
+    """Files and links under ``home`` that are none of :func:`app_folders` (sorted, relative to HOME)."""
+    return _offline_trace().written_outside(home, own=app_folders(home, env))
 
 
 # -- fixtures ------------------------------------------------------------------------------------
@@ -295,6 +333,8 @@ def test_install_adds_launcher_command_and_uninstaller(installed):
     assert link.is_symlink() and link.resolve() == exe.resolve()
     assert (installed.prefix / "VERSION").read_text().strip() == _build_module().version()
     assert "Installed" in installed.install_log
+    assert Path(entry["Icon"]).relative_to(installed.home) in app_folders(installed.home, installed.env)
+    assert written_outside_the_app(installed.home, installed.env) == [], "install.sh wrote outside the app's folders"
 
 
 def test_installed_self_test_passes_offline(installed, network_block, tmp_path):
@@ -320,6 +360,8 @@ def test_installed_self_test_passes_offline(installed, network_block, tmp_path):
     assert rep["training"]["backend"] == "onnx" and "classifier" in rep["training"]["models"]
     assert rep["images"] == {"png_decoder": "libpng (imagecodecs)", "png_8bit": True, "png_16bit": True}
     assert _tree(installed.prefix) == before, "the self-test wrote into the install folder"
+    outside = written_outside_the_app(installed.home, installed.env)
+    assert outside == [], f"the self-test wrote under HOME outside the app's folders: {outside}"
     _report(frozen_self_test=dict(wall_s=round(wall, 1), timings_s=rep["timings_s"], live=rep["live"],
                                   training=rep["training"]))
 
@@ -359,6 +401,8 @@ def test_installed_app_writes_only_to_the_user_folders(installed, tmp_path):
     assert (data / "logs" / "station.log").is_file()
     assert installed.config_dir.is_dir()
     assert _tree(installed.prefix) == before, "the station wrote into its install folder"
+    outside = written_outside_the_app(installed.home, installed.env)
+    assert outside == [], f"the installed station wrote under HOME outside its own folders: {outside}"
 
 
 def test_install_refuses_a_too_old_glibc(installed, tmp_path):
@@ -423,6 +467,33 @@ def test_uninstall_removes_the_app_and_keeps_the_data(installed):
 
 
 # -- the pieces, without a build -------------------------------------------------------------------
+def test_written_outside_sees_every_stray_file_and_passes_the_apps_folders(tmp_path):
+    from core.paths import APP_NAME
+
+    home = tmp_path / "home"
+    env = clean_env(home)
+    assert all(Path(env[v]).is_relative_to(home) for v in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME",
+                                                            "XDG_STATE_HOME"))
+    mine = [".local/opt/inspection-station/app/station", f".local/share/{APP_NAME}/results.sqlite",
+            f".config/{APP_NAME}/station.json", f".cache/{APP_NAME}/onnx/taps.onnx",
+            ".local/share/applications/inspection-station.desktop",
+            ".local/share/icons/hicolor/scalable/apps/inspection-station.svg"]
+    stray = [".cache/Microsoft/DeveloperTools/deviceid", ".cache/torch/hub/x.pth", ".config/pyqtgraph/x.json",
+             f".local/share/{APP_NAME}-other/x", ".local/state/x.log", "notes.txt"]
+    for rel in mine + stray:
+        (home / rel).parent.mkdir(parents=True, exist_ok=True)
+        (home / rel).write_text("x")
+    (home / ".local" / "bin").mkdir(parents=True)
+    (home / ".local" / "bin" / "station").symlink_to(home / ".local" / "opt" / "inspection-station" / "app" / "station")
+    (home / "broken-link").symlink_to(home / "nowhere")
+    (home / "folder-link").symlink_to(home / ".config")  # listed, not followed
+    (home / ".config" / "empty").mkdir()  # an empty folder is no file
+    assert written_outside_the_app(home, env) == sorted([*stray, "broken-link", "folder-link"])
+    for rel in stray + ["broken-link", "folder-link"]:
+        (home / rel).unlink()
+    assert written_outside_the_app(home, env) == []
+
+
 def test_self_test_option_runs_the_self_test(monkeypatch):
     from station.qt import app, selftest
 

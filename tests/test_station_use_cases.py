@@ -1,9 +1,12 @@
 """The station's plain-Python use cases, driven without Qt: the batch job and the review decision writer."""
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import replace
 import threading
+
+import pytest
 
 from station.demo import PartGenerator
 from core.images import save_image_atomic
@@ -84,3 +87,55 @@ def test_a_second_batch_of_the_same_folder_queues_nothing_twice_and_shows_relati
     forced: list = []
     batch_job(ctx, "tiny", None, str(folder), True, forced.extend, again=True)(*noop)
     assert not any(r.already for r in forced) and len(ctx.store.query_inspections(limit=None)) == stored + 6
+
+
+def _folder_with_odd_entries(folder):
+    """A good PNG, a GIF, a broken link, a FIFO, a looping link and a notes file (os.mkfifo: POSIX)."""
+    gen = PartGenerator("bracket", (128, 128), seed=0)
+    save_image_atomic(folder / "good.png", gen.good(400).image)
+    (folder / "anim.gif").write_bytes(b"GIF89a" + bytes(32))
+    (folder / "gone.png").symlink_to(folder / "nowhere.png")  # broken
+    os.mkfifo(folder / "pipe.png")
+    (folder / "loop").symlink_to(folder / "loop")  # a link to itself
+    (folder / "notes.txt").write_text("taken on line 2")
+    return folder
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo (POSIX)")
+def test_the_batch_job_reports_every_skipped_entry_with_why(ctx, tiny_recipe_root, tmp_path):
+    from station.batch import SkippedFile, batch_job
+
+    shutil.copytree(tiny_recipe_root / "tiny", ctx.recipes_root / "tiny")
+    folder = _folder_with_odd_entries(tmp_path / "incoming")
+    rows: list = []
+    early: list[list[SkippedFile]] = []
+    summary = batch_job(ctx, "tiny", None, str(folder), True, rows.extend, on_skipped=early.append)(
+        lambda stage, fraction: None, lambda: False)
+    # the one image is inspected; nothing else was opened, stored or made a row
+    assert summary["files"] == summary["done"] == 1 and [r.shown_as for r in rows] == ["good.png"]
+    assert len(ctx.store.query_inspections(limit=None)) == 1
+    skipped = {s.shown_as: s for s in summary["skipped"]}
+    assert set(skipped) == {"anim.gif", "gone.png", "pipe.png", "loop", "notes.txt"}
+    assert early == [summary["skipped"]]  # sent once, as soon as the folder was read
+    assert skipped["anim.gif"].kind == "unsupported" and "GIF images are not accepted" in skipped["anim.gif"].why
+    assert skipped["gone.png"].kind == "link" and "broken link" in skipped["gone.png"].why
+    assert skipped["pipe.png"].kind == "not_regular" and "named pipe (FIFO)" in skipped["pipe.png"].why
+    assert skipped["loop"].kind == "link" and "loops back" in skipped["loop"].why
+    assert skipped["notes.txt"].kind == "not_an_image_name" and "not an image file" in skipped["notes.txt"].why
+    assert all(s.path == str(folder / s.shown_as) and s.name == s.shown_as for s in skipped.values())
+
+
+def test_a_clean_folder_skips_nothing_and_a_missing_one_is_refused(ctx, tiny_recipe_root, tmp_path):
+    from core.images import ImageError
+    from station.batch import batch_job
+
+    shutil.copytree(tiny_recipe_root / "tiny", ctx.recipes_root / "tiny")
+    folder = tmp_path / "clean"
+    save_image_atomic(folder / "a.png", PartGenerator("bracket", (128, 128), seed=0).good(1).image)
+    early: list = []
+    summary = batch_job(ctx, "tiny", None, str(folder), True, [].extend, on_skipped=early.append)(
+        lambda stage, fraction: None, lambda: False)
+    assert summary["done"] == 1 and summary["skipped"] == [] and early == [[]]
+    with pytest.raises(ImageError) as err:
+        batch_job(ctx, "tiny", None, str(tmp_path / "nowhere"), True, [].extend)(lambda *a: None, lambda: False)
+    assert err.value.code == "not_found"

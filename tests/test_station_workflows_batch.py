@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import html
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -144,5 +146,65 @@ def test_cancel_keeps_rows_so_far(qtbot, ctx, batch_folder):
         assert len(dlg.rows()) < 10
         assert "Cancelled" in dlg.status.text()
         assert len(ctx.store.query_inspections(limit=None)) == len(dlg.rows())
+    finally:
+        dlg.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo (POSIX)")
+def test_the_dialog_counts_and_lists_the_skipped_entries_found_off_the_ui_thread(qtbot, ctx, tmp_path, monkeypatch):
+    import station.batch
+    from station.qt.batch_dialog import BatchDialog
+
+    gen = PartGenerator("bracket", (128, 128), seed=0)
+    root = tmp_path / "odd"
+    save_image_atomic(root / "good.png", gen.good(70).image)
+    hostile = "<img src=x> & <b>anim.gif"  # a name, never Qt rich text
+    (root / hostile).write_bytes(b"GIF89a" + bytes(32))
+    (root / "gone.png").symlink_to(root / "nowhere.png")
+    os.mkfifo(root / "pipe.png")
+    scanned_in = []
+    real_scan = station.batch.scan_images
+
+    def scan(*args, **kw):
+        scanned_in.append(threading.current_thread())
+        return real_scan(*args, **kw)
+
+    monkeypatch.setattr(station.batch, "scan_images", scan)
+    dlg = BatchDialog(ctx, folder=str(root))
+    qtbot.addWidget(dlg)
+    dlg.show()
+    try:
+        assert not dlg.skipped_toggle.isVisible() and not dlg.skipped_list.isVisible()
+        with qtbot.waitSignal(dlg.batch_finished, timeout=120000) as sig:
+            dlg.start()
+        qtbot.waitUntil(lambda: not dlg.busy(), timeout=10000)
+        assert sig.args[0]["files"] == 1 and len(dlg.rows()) == 1
+        assert scanned_in and all(t is not threading.main_thread() for t in scanned_in)  # the UI thread never read the folder
+        assert "3 files skipped" in dlg.summary.text()
+        assert "3 files skipped" in dlg.status.text()
+        # the list is open (a GIF, a broken link, a FIFO are worth a look): name and why, as plain text
+        assert dlg.skipped_toggle.isVisible() and dlg.skipped_toggle.isChecked() and dlg.skipped_list.isVisible()
+        items = [dlg.skipped_list.topLevelItem(i) for i in range(dlg.skipped_list.topLevelItemCount())]
+        listed = {it.text(0): it.text(1) for it in items}
+        assert set(listed) == {hostile, "gone.png", "pipe.png"}
+        assert "GIF images are not accepted" in listed[hostile]
+        assert "broken link" in listed["gone.png"] and "named pipe (FIFO)" in listed["pipe.png"]
+        assert {s.shown_as for s in dlg.skipped()} == set(listed)
+        dlg.skipped_toggle.click()  # collapsible
+        assert not dlg.skipped_list.isVisible() and dlg.skipped_toggle.isVisible()
+        dlg.skipped_toggle.click()
+        assert dlg.skipped_list.isVisible()
+
+        # a folder whose only extra is a notes file: counted and listed, the section stays closed
+        clean = tmp_path / "clean"
+        save_image_atomic(clean / "a.png", gen.good(71).image)
+        (clean / "notes.txt").write_text("line 2")
+        dlg.folder_edit.setText(str(clean))
+        with qtbot.waitSignal(dlg.batch_finished, timeout=120000):
+            dlg.start()
+        qtbot.waitUntil(lambda: not dlg.busy(), timeout=10000)
+        assert "1 file skipped" in dlg.summary.text() and "3 files" not in dlg.summary.text()
+        assert dlg.skipped_toggle.isVisible() and not dlg.skipped_list.isVisible()
+        assert dlg.skipped_list.topLevelItemCount() == 1 and dlg.skipped_list.topLevelItem(0).text(0) == "notes.txt"
     finally:
         dlg.shutdown()

@@ -4,6 +4,10 @@ The work runs in a :class:`station.qt.tasks.Task` (``station.batch.batch_job``):
 stored, REVIEW parts keep their artefacts so they reach the review queue, and rows reach the table
 in small groups (about ten a second) as they arrive. The table keeps only small rows (scores, paths,
 a 64 px thumbnail), never images or maps, so a folder of thousands of files stays small in memory.
+What the folder holds besides images (broken or looping links, FIFOs, unreadable sub-folders, ``.gif``
+and other files) is counted in the summary line ("N files skipped") and listed, name and why, in a
+section under the table; the worker finds them (``station.batch.scan_folder``), the UI thread only
+shows them. The section opens by itself when an entry is more than a file that is no image by its name.
 
 Keys: Alt+S starts, Esc cancels a running batch (and closes an idle dialog), Ctrl+F searches,
 double-click opens a part with its heatmaps.
@@ -18,10 +22,11 @@ from PySide6.QtCore import QModelIndex, QSize, Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView, QCheckBox, QComboBox, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
-    QLineEdit, QProgressBar, QPushButton, QTableView, QVBoxLayout, QWidget,
+    QLineEdit, QProgressBar, QPushButton, QTableView, QToolButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout,
+    QWidget,
 )
 
-from station.batch import THUMB_SIDE, batch_job
+from station.batch import THUMB_SIDE, SkippedFile, batch_job
 from station.qt.batch_results import BatchFilterProxy, BatchTableModel, RowChannel, reinspect_loader
 from station.context import StationContext
 from station.qt.part_viewer import PartViewer, load_part_images
@@ -31,6 +36,12 @@ from station.qt.screen_fit import fit_columns_to_headers, fit_to_screen, plain
 from station.qt.workflow_common import release_later, scale_font, status_style
 
 log = logging.getLogger(__name__)
+
+MAX_SKIPPED_LISTED = 1000  # skipped entries listed one by one; the rest are counted
+
+
+def skipped_count(n: int) -> str:
+    return f"{n} file{'' if n == 1 else 's'} skipped"
 
 
 # -- the dialog --------------------------------------------------------------------------------
@@ -50,6 +61,7 @@ class BatchDialog(QDialog):
         self._export: Task | None = None
         self._run_recipe: tuple[str, int] = ("", 0)
         self._folder_run = ""
+        self._skipped: list[SkippedFile] = []
 
         self.folder_edit = QLineEdit(folder)
         self.folder_edit.setPlaceholderText("folder with the pictures to inspect")
@@ -115,8 +127,28 @@ class BatchDialog(QDialog):
         self.status = plain(QLabel())
         self.status.setWordWrap(True)
 
+        # the folder entries that were not inspected: a count in the summary, the list (name, why) here
+        self.skipped_toggle = QToolButton()
+        self.skipped_toggle.setCheckable(True)
+        self.skipped_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.skipped_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.skipped_toggle.setAutoRaise(True)
+        self.skipped_toggle.toggled.connect(self._show_skipped)
+        self.skipped_toggle.hide()
+        self.skipped_list = QTreeWidget()
+        self.skipped_list.setColumnCount(2)
+        self.skipped_list.setHeaderLabels(["File", "Why it was not inspected"])
+        self.skipped_list.setRootIsDecorated(False)
+        self.skipped_list.setUniformRowHeights(True)
+        self.skipped_list.setAlternatingRowColors(True)
+        self.skipped_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.skipped_list.setColumnWidth(0, 360)
+        self.skipped_list.setMaximumHeight(200)
+        self.skipped_list.hide()
+
         self.channel = RowChannel(self)
         self.channel.rows_ready.connect(self._rows_arrived)
+        self.channel.skipped_ready.connect(self._skipped_arrived)
 
         row1 = QHBoxLayout()
         row1.addWidget(QLabel("Folder:"))
@@ -143,6 +175,8 @@ class BatchDialog(QDialog):
         lay.addWidget(self.summary)
         lay.addLayout(row3)
         lay.addWidget(self.table, 1)
+        lay.addWidget(self.skipped_toggle)
+        lay.addWidget(self.skipped_list)
         lay.addWidget(self.status)
         QShortcut(QKeySequence.StandardKey.Find, self, self.text_filter.setFocus)
         self._quit = QShortcut(QKeySequence("Ctrl+Q"), self, self.quit_requested.emit)  # the window's Quit, here too
@@ -182,6 +216,10 @@ class BatchDialog(QDialog):
     def rows(self) -> list[ResultRow]:
         return list(self.model.rows)
 
+    def skipped(self) -> list[SkippedFile]:
+        """The entries of the folder the last batch did not inspect, with why."""
+        return list(self._skipped)
+
     def start(self) -> None:
         if self._task is not None:
             return
@@ -193,9 +231,10 @@ class BatchDialog(QDialog):
         if not product:
             return self._say("There is no recipe yet: calibrate a product first.", "error")
         self.model.clear()
+        self._set_skipped([])
         self._run_recipe, self._folder_run = (product, int(version or 0)), folder
         self._task = Task(batch_job(self.context, product, version, folder, self.recursive.isChecked(),
-                                    self.channel.rows_ready.emit))
+                                    self.channel.rows_ready.emit, on_skipped=self.channel.skipped_ready.emit))
         self._task.progressed.connect(self._progressed)
         self._task.succeeded.connect(self._succeeded)
         self._task.failed.connect(self._failed)
@@ -266,14 +305,40 @@ class BatchDialog(QDialog):
             self.table.setColumnHidden(5, False)
         self._update_summary()
 
+    def _skipped_arrived(self, entries: list[SkippedFile]) -> None:
+        self._set_skipped(entries)
+        self._update_summary()
+
+    def _set_skipped(self, entries: list[SkippedFile]) -> None:
+        """List ``entries`` (names and reasons as plain text: item views never read rich text)."""
+        self._skipped = list(entries)
+        self.skipped_list.clear()
+        items = [QTreeWidgetItem([e.name, e.why]) for e in self._skipped[:MAX_SKIPPED_LISTED]]
+        if len(self._skipped) > MAX_SKIPPED_LISTED:
+            items.append(QTreeWidgetItem([f"… and {len(self._skipped) - MAX_SKIPPED_LISTED} more", ""]))
+        self.skipped_list.addTopLevelItems(items)
+        n = len(self._skipped)
+        self.skipped_toggle.setText(f"{skipped_count(n)}: not inspected (name and why)")
+        self.skipped_toggle.setVisible(n > 0)
+        # open by itself for anything worth a look (a broken link, a FIFO, a GIF...), not for a notes.txt
+        self.skipped_toggle.setChecked(any(e.kind != "not_an_image_name" for e in self._skipped))
+        self._show_skipped(self.skipped_toggle.isChecked())
+
+    def _show_skipped(self, shown: bool) -> None:
+        shown = shown and bool(self._skipped)
+        self.skipped_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
+        self.skipped_list.setVisible(shown)
+
     def _progressed(self, stage: str, fraction: float) -> None:
         self.progress.setValue(int(round(fraction * 1000)))
         self.progress.setFormat(stage)
 
     def _succeeded(self, result: dict) -> None:
         counts = summary_counts(self.model.rows)
+        skipped = result.get("skipped") or []
+        also = f" {skipped_count(len(skipped))} (not inspected; listed above)." if skipped else ""
         self._say(f"Done: {result['done']} files in {result['seconds']:.1f} s with {result['recipe']}. "
-                  "REVIEW parts are waiting in the review queue.", "ok")
+                  f"REVIEW parts are waiting in the review queue.{also}", "ok")
         self.progress.setValue(1000)
         self.progress.setFormat(f"{result['done']} of {result['files']} files")
         log.info("Batch finished: %s", counts)
@@ -291,8 +356,9 @@ class BatchDialog(QDialog):
 
     def _update_summary(self) -> None:
         c = summary_counts(self.model.rows)
+        skipped = f"  ·  {skipped_count(len(self._skipped))}" if self._skipped else ""
         self.summary.setText(f"{c['files']} files:  {c['PASS']} PASS  ·  {c['FAIL']} FAIL  ·  "
-                             f"{c['REVIEW']} REVIEW  ·  {c['errors']} not inspected")
+                             f"{c['REVIEW']} REVIEW  ·  {c['errors']} not inspected{skipped}")
 
     def _update_buttons(self) -> None:
         running = self._task is not None

@@ -1,7 +1,8 @@
 """The batch results table: the Qt side of :mod:`station.batch` (which does the work, without a window).
 
 Rows reach the UI thread in small groups on a :class:`RowChannel` (the worker calls
-``channel.rows_ready.emit``; the channel lives in the UI thread, so delivery is queued).
+``channel.rows_ready.emit``, and ``channel.skipped_ready.emit`` once with the folder entries it did not
+inspect; the channel lives in the UI thread, so delivery is queued).
 ``BatchTableModel`` keeps only these small rows (:class:`station.report.ResultRow`: scores, paths,
 the thumbnail PNG), never images or maps.
 """
@@ -31,6 +32,7 @@ class RowChannel(QObject):
     """Lives in the UI thread; the worker emits on it, so the rows arrive queued in the UI thread."""
 
     rows_ready = Signal(object)  # list[ResultRow]
+    skipped_ready = Signal(object)  # list[station.batch.SkippedFile]: what the folder held besides images
 
 
 def reinspect_loader(context: StationContext, product: str, version: int):
