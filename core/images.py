@@ -187,14 +187,27 @@ def _limit_side(rgb: np.ndarray) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------------- loading
+def check_image_bytes(data: bytes, path: str | None = None) -> tuple[str, Header | None]:
+    """Judge image bytes without decoding them: not empty, an accepted format, not more to decode
+    than MAX_DECODED_BYTES, not much bigger than the image its header declares, not cut short.
+    Returns (format, header); raises :class:`ImageError` otherwise. :func:`decode_image` runs these
+    very checks first; a caller that queues bytes for decoding later (``station.api_service``)
+    calls this to refuse a bad upload at once. ``path`` is only used in errors."""
+    if not data:
+        raise ImageError("empty_file", path)
+    fmt = _check_format(bytes(data[:64]), path)
+    header = probe_header(data)
+    _check_header(header, len(data), path)
+    _check_complete(fmt, data, path)
+    return fmt, header
+
+
 def decode_image(data: bytes, path: str | None = None) -> np.ndarray:
     """Validate and decode image bytes to RGB uint8 HxWx3; ``path`` is only used in errors."""
     if not data:
         raise ImageError("empty_file", path)
     data = data if isinstance(data, bytes) else bytes(data)
-    fmt = _check_format(data[:64], path)
-    _check_header(probe_header(data), len(data), path)
-    _check_complete(fmt, data, path)
+    fmt, _header = check_image_bytes(data, path)
     decoded, order = None, "bgr"
     if fmt == "png" and _png_decode is not None:
         try:  # RGB order; palette, tRNS, 1-16 bit all expanded

@@ -34,6 +34,7 @@ class Reason(str, enum.Enum):
     MODELS_DISAGREE = "models_disagree"
     NEAR_THRESHOLD = "near_threshold"
     UNFAMILIAR_INPUT = "unfamiliar_input"
+    MODEL_UNAVAILABLE = "model_unavailable"  # a model could not judge: never PASSed on the others (core.degraded)
 
 
 def frozen_array(a: np.ndarray) -> np.ndarray:

@@ -108,6 +108,13 @@ def sentences(e: Explained, detail: bool = True) -> list[str]:
                     if s == "uncertain" and m in e.scores:
                         limit = f", PASS below {e.pass_limits[m]:.2f}" if m in e.pass_limits else ""
                         out.append(f"{_named(m, True)} is between its limits ({e.scores[m]:.2f} × FAIL limit{limit}).")
+        elif reason == Reason.MODEL_UNAVAILABLE.value:
+            judged = [_named(m) for m in e.states]
+            out.append((f"Only {_join(judged)} could judge this part" if judged else "A model could not judge this part")
+                       + " (a model of the recipe is unavailable): no part is passed without every model.")
+        elif reason == Reason.AGREE_DEFECT.value and len(e.states) == 1:
+            out.append(f"{_named(next(iter(e.states)), True)} found a defect"
+                       + ("; see the outlined area." if detail else "."))
         elif reason == Reason.AGREE_DEFECT.value:
             if len(e.states) > 2:
                 out.append("Every model found a defect" + ("; see the outlined area." if detail else "."))
