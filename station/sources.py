@@ -272,6 +272,10 @@ def make_source(settings, force_demo: bool = False):
     """The source the station settings describe (``StationSettings``); ``force_demo``: the demo."""
     kind = "demo" if force_demo else settings.source_kind
     if kind == "camera":
+        if str(settings.camera).strip().lower().startswith("pylon:"):  # a GenICam camera (docs/CAMERAS.md)
+            from station.pylon_source import PylonSource
+
+            return PylonSource.from_settings(settings)
         return CameraSource(settings.camera, settings.camera_width, settings.camera_height, settings.camera_exposure)
     if kind == "folder":
         return FolderSource(settings.folder, settings.folder_fps)

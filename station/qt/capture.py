@@ -11,7 +11,10 @@ inference inbox (``sink``, newest wins) and to the window by the ``frame_capture
 frames instead of collecting a backlog of queued events.
 
 Status states: ``opening``, ``running``, ``lost`` (read failed or the source could not be opened:
-the thread retries with back-off), ``back`` (the source returned), ``stopped``.
+the thread retries with back-off), ``back`` (the source returned), ``stopped``. A source may say
+why it was lost (``lost_reason``), what it could not set up (``notes``, in the running message),
+and that a None from ``read`` only means it waits for a trigger (``waiting``: the read blocked for
+a moment, the thread reads again; station/pylon_source.py).
 """
 from __future__ import annotations
 
@@ -73,8 +76,9 @@ class CaptureWorker(QObject):
                         continue
                     if was_running and dead_opens == 0:
                         self.status_changed.emit(SourceState.BACK, f"{name} back")
-                    else:
-                        self.status_changed.emit(SourceState.RUNNING, f"{name} running")
+                    else:  # with what the source could not set up, in words (a GenICam camera's notes)
+                        notes = " ".join(getattr(src, "notes", None) or ())
+                        self.status_changed.emit(SourceState.RUNNING, f"{name} running" + (f". {notes}" if notes else ""))
                     was_running, attempt = True, 0
                     delivered = False
                     fps = float(getattr(src, "fps", 0.0) or 0.0)
@@ -85,10 +89,14 @@ class CaptureWorker(QObject):
                 except Exception as exc:  # noqa: BLE001 - a driver error is a lost source
                     log.warning("%s: read failed: %s", name, exc)
                     image = None
+                if image is None and getattr(src, "waiting", False):
+                    continue  # a triggered camera waiting for its trigger: read blocked a moment, read again
                 if image is None:
                     if dead_opens == 0:  # said once, not ~440 lines a second for a source that never delivers
-                        log.warning("%s lost; reconnecting", name)
-                        self.status_changed.emit(SourceState.LOST, f"{name} lost — reconnecting…")
+                        why = str(getattr(src, "lost_reason", "") or "")  # a source that knows says why
+                        log.warning("%s lost; reconnecting%s", name, f" ({why})" if why else "")
+                        self.status_changed.emit(SourceState.LOST,
+                                                 f"{name} lost" + (f" ({why})" if why else "") + " — reconnecting…")
                     self._close(src)
                     opened = False
                     if not delivered:  # opened, but nothing came: wait before the next try (no hot loop)
