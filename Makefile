@@ -14,6 +14,8 @@ $(STAMP): requirements.txt requirements-dev.txt packaging/requirements-package.t
 	# PyInstaller too: the test suite builds and installs the package (tests/test_packaging.py)
 	$(PY) -m pip install --quiet -r packaging/requirements-package.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	# the MQTT broker the line-output tests talk to (Debian's mosquitto), when missing and root may install it
+	sh tests/install_peers.sh
 	touch $(STAMP)
 
 run: $(STAMP)

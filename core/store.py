@@ -8,21 +8,32 @@ and an inspection that has reviews cannot be deleted (both enforced by triggers 
 added to an older store when it is opened); the latest review of an inspection is its current
 operator decision.
 
+The outbox (``outbox`` table) holds what is still to be sent to the line (a PLC, an MQTT broker):
+one row per (inspection, channel), written in the same transaction as the inspection itself, so a
+result is either recorded *and* queued for every channel, or neither. A delivery worker
+(``station.outbox``) reads the pending rows of its channel in order and marks each one delivered;
+the message itself is built from the inspection row (rows never change), so a retry sends the
+same message. Each channel numbers its rows (``seq``: 1, 2, 3, ...), a consumer can spot a gap.
+
 Timestamps are ISO-8601 UTC text with milliseconds (``2024-05-01T12:00:00.123Z``), so they sort
 and compare as text. Naive datetimes given to this module are taken as UTC.
 """
 from __future__ import annotations
 
 import json
+import logging
+import re
 import sqlite3
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from core.types import Decision, Inspection, frozen_mapping
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 REVIEW_DECISIONS = ("good", "defect")
@@ -35,6 +46,26 @@ WHEN EXISTS (SELECT 1 FROM reviews WHERE inspection_id = OLD.id)
 BEGIN
     SELECT RAISE(ABORT, 'an inspection with operator reviews cannot be deleted');
 END
+"""
+
+# Results on their way to the line: one row per (inspection, channel), pending while ``delivered``
+# is NULL. ``seq`` numbers a channel's rows 1, 2, 3, ... in the order they were recorded.
+_OUTBOX = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id            INTEGER PRIMARY KEY,
+    inspection_id INTEGER NOT NULL REFERENCES inspections (id),
+    channel       TEXT    NOT NULL,
+    seq           INTEGER NOT NULL,
+    created       TEXT    NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    last_error    TEXT,
+    delivered     TEXT,
+    UNIQUE (inspection_id, channel),
+    UNIQUE (channel, seq)
+)
+"""
+_OUTBOX_PENDING = """
+CREATE INDEX IF NOT EXISTS idx_outbox_pending ON outbox (channel, id) WHERE delivered IS NULL
 """
 
 _SCHEMA = (
@@ -93,10 +124,12 @@ _SCHEMA = (
     END
     """,
     _KEEP_REVIEWED,
+    _OUTBOX,
+    _OUTBOX_PENDING,
 )
-# Added without a schema version of their own (an older station still opens the store): a store
-# created before them gets them when it is opened.
-_ADDED_LATER = {"inspections_keep_reviewed": _KEEP_REVIEWED}
+# Added without a schema version of their own (an older station still opens the store and ignores
+# them): a store created before them gets them when it is opened, in this order.
+_ADDED_LATER = {"inspections_keep_reviewed": _KEEP_REVIEWED, "outbox": _OUTBOX, "idx_outbox_pending": _OUTBOX_PENDING}
 
 # Inspection columns plus the latest review (highest review id) of each inspection.
 _SELECT = """
@@ -109,6 +142,9 @@ LEFT JOIN reviews AS r
 
 class StoreError(Exception):
     """The store cannot be opened or a request cannot be honoured."""
+
+
+CHANNEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")  # an outbox channel: "mqtt", "modbus", ...
 
 
 def utc_iso(when: datetime | str | None = None) -> str:
@@ -244,6 +280,24 @@ class StoredReview:
     operator: str = ""
 
 
+@dataclass(frozen=True)
+class OutboxItem:
+    """One pending outbox row with the inspection it carries (what a delivery worker sends)."""
+
+    id: int
+    channel: str
+    seq: int  # this channel's running number: 1, 2, 3, ...
+    created: str
+    attempts: int  # deliveries tried and failed so far
+    last_error: str | None
+    record: StoredInspection  # the inspection, as stored (its ``id`` is the message id)
+
+    @property
+    def inspection_id(self) -> int:
+        assert self.record.id is not None  # read from the store: always set
+        return self.record.id
+
+
 def _rowid(cursor: sqlite3.Cursor) -> int:
     if cursor.lastrowid is None:  # an INSERT always sets it
         raise StoreError("the database did not say which row it wrote")
@@ -277,6 +331,7 @@ class ResultsStore:
             conn.close()
             raise
         self._conn: sqlite3.Connection | None = conn
+        self._outbox_listeners: list[Callable[[tuple[str, ...]], None]] = []
 
     @staticmethod
     def _setup(conn: sqlite3.Connection) -> None:
@@ -312,14 +367,15 @@ class ResultsStore:
                         conn.execute("ROLLBACK")
                     raise
             else:
-                ResultsStore._add_later_triggers(conn)
+                ResultsStore._add_later_objects(conn)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open results store: {exc}") from exc
 
     @staticmethod
-    def _add_later_triggers(conn: sqlite3.Connection) -> None:
-        """Give a store created before them the triggers added since (a no-op when they are there)."""
-        have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    def _add_later_objects(conn: sqlite3.Connection) -> None:
+        """Give a store created before them the triggers, tables and indexes added since (a no-op
+        when they are there)."""
+        have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         missing = [sql for name, sql in _ADDED_LATER.items() if name not in have]
         if not missing:
             return
@@ -366,11 +422,6 @@ class ResultsStore:
                     conn.execute("ROLLBACK")
                 raise
 
-    def _insert(self, sql: str, params: tuple) -> int:
-        """Run one INSERT as its own committed transaction; return the new row id."""
-        with self._transaction() as conn:
-            return _rowid(conn.execute(sql, params))
-
     def _fetch(self, sql: str, params: Iterable = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._connection().execute(sql, tuple(params)).fetchall()
@@ -391,22 +442,40 @@ class ResultsStore:
             inspection, image_path=image_path, heatmap_path=heatmap_path, mode=mode, ts=ts)
         return self.add_record(rec)
 
-    def add_record(self, rec: StoredInspection) -> int:
-        """Store a record as it is (its ``id`` and review fields are ignored); return the new id."""
+    def add_record(self, rec: StoredInspection, *, outbox: Iterable[str] = ()) -> int:
+        """Store a record as it is (its ``id`` and review fields are ignored); return the new id.
+
+        ``outbox``: the channels the result goes out on (``"mqtt"``, ``"modbus"``): one pending
+        outbox row each, in the same transaction (recorded and queued, or neither). The outbox
+        listeners hear of it once the transaction is committed."""
         if (rec.decision is None) == (rec.error is None):
             raise StoreError("a record has either a decision or an error, not both or neither")
-        return self._insert(
-            "INSERT INTO inspections (ts, source, recipe, recipe_version, decision, reasons,"
-            " notes, scores, fused, image_path, heatmap_path, latency_ms, mode, error)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                utc_iso(rec.ts), rec.source, rec.recipe, int(rec.recipe_version),
-                None if rec.decision is None else Decision(rec.decision).value,
-                json.dumps(list(rec.reasons)), json.dumps(list(rec.notes)),
-                json.dumps({m: s.encoded() for m, s in rec.scores.items()}),
-                rec.fused, rec.image_path, rec.heatmap_path, rec.latency_ms, rec.mode, rec.error,
-            ),
-        )
+        channels = tuple(dict.fromkeys(str(c) for c in outbox))
+        for c in channels:
+            if not CHANNEL_NAME.fullmatch(c):
+                raise StoreError(f"not an outbox channel name: {c!r}")
+        with self._transaction() as conn:
+            iid = _rowid(conn.execute(
+                "INSERT INTO inspections (ts, source, recipe, recipe_version, decision, reasons,"
+                " notes, scores, fused, image_path, heatmap_path, latency_ms, mode, error)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    utc_iso(rec.ts), rec.source, rec.recipe, int(rec.recipe_version),
+                    None if rec.decision is None else Decision(rec.decision).value,
+                    json.dumps(list(rec.reasons)), json.dumps(list(rec.notes)),
+                    json.dumps({m: s.encoded() for m, s in rec.scores.items()}),
+                    rec.fused, rec.image_path, rec.heatmap_path, rec.latency_ms, rec.mode, rec.error,
+                ),
+            ))
+            now = utc_iso()
+            for c in channels:
+                conn.execute(
+                    "INSERT INTO outbox (inspection_id, channel, seq, created) VALUES"
+                    " (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox WHERE channel = ?), ?)",
+                    (iid, c, c, now))
+        if channels:
+            self._tell_outbox_listeners(channels)
+        return iid
 
     def add_error(
         self,
@@ -549,3 +618,68 @@ class ResultsStore:
                            " WHERE id > ? AND image_path IS NOT NULL ORDER BY id LIMIT ?",
                            (int(after_id), int(limit)))
         return [(int(r[0]), r[1], r[2]) for r in rows]
+
+    # -- outbox -----------------------------------------------------------------------------
+
+    def add_outbox_listener(self, listener: Callable[[tuple[str, ...]], None]) -> None:
+        """``listener(channels)`` is called after each committed record that queued rows on
+        ``channels``, in the writing thread: it must only take note (set an event), never block."""
+        with self._lock:
+            self._outbox_listeners.append(listener)
+
+    def remove_outbox_listener(self, listener: Callable[[tuple[str, ...]], None]) -> None:
+        with self._lock:
+            if listener in self._outbox_listeners:
+                self._outbox_listeners.remove(listener)
+
+    def _tell_outbox_listeners(self, channels: tuple[str, ...]) -> None:
+        with self._lock:
+            listeners = list(self._outbox_listeners)
+        for listener in listeners:
+            try:
+                listener(channels)
+            except Exception:  # noqa: BLE001 - a listener's trouble must not undo a stored row
+                log.exception("An outbox listener failed")
+
+    def outbox_pending(self, channel: str, limit: int = 100, after_id: int = 0) -> list[OutboxItem]:
+        """The channel's undelivered rows with ``id > after_id``, oldest first, at most ``limit``."""
+        rows = self._fetch(
+            "SELECT o.id AS o_id, o.channel AS o_channel, o.seq AS o_seq, o.created AS o_created,"
+            " o.attempts AS o_attempts, o.last_error AS o_last_error, i.*, NULL AS review, NULL AS review_note"
+            " FROM outbox AS o JOIN inspections AS i ON i.id = o.inspection_id"
+            " WHERE o.channel = ? AND o.delivered IS NULL AND o.id > ? ORDER BY o.id LIMIT ?",
+            (channel, int(after_id), int(limit)))
+        return [OutboxItem(int(r["o_id"]), r["o_channel"], int(r["o_seq"]), r["o_created"], int(r["o_attempts"]),
+                           r["o_last_error"], StoredInspection._from_row(r)) for r in rows]
+
+    def outbox_delivered(self, item_id: int) -> bool:
+        """Mark a row delivered (now); False when it already was (or does not exist)."""
+        with self._transaction() as conn:
+            cur = conn.execute("UPDATE outbox SET delivered = ? WHERE id = ? AND delivered IS NULL",
+                               (utc_iso(), int(item_id)))
+            return cur.rowcount == 1
+
+    def outbox_failed(self, item_id: int, error: str) -> None:
+        """Count a failed delivery of a row and keep the reason (plain words, no secrets)."""
+        with self._transaction() as conn:
+            conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                         (printable(str(error))[:500], int(item_id)))
+
+    def outbox_backlog(self, channel: str) -> int:
+        """How many rows of the channel wait for delivery."""
+        return int(self._fetch("SELECT COUNT(*) FROM outbox WHERE channel = ? AND delivered IS NULL",
+                               (channel,))[0][0])
+
+    def outbox_delivered_count(self, channel: str) -> int:
+        return int(self._fetch("SELECT COUNT(*) FROM outbox WHERE channel = ? AND delivered IS NOT NULL",
+                               (channel,))[0][0])
+
+    def outbox_prune(self, before: datetime | str) -> int:
+        """Delete rows delivered before ``before`` (never a pending one, never a channel's newest row,
+        which keeps its running number); return how many went."""
+        with self._transaction() as conn:
+            cur = conn.execute(
+                "DELETE FROM outbox WHERE delivered IS NOT NULL AND delivered < ?"
+                " AND seq < (SELECT MAX(seq) FROM outbox AS o2 WHERE o2.channel = outbox.channel)",
+                (utc_iso(before),))
+            return cur.rowcount

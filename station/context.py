@@ -10,7 +10,7 @@ import dataclasses
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import paths
@@ -19,6 +19,7 @@ from core.recipe import (Recipe, RecipeError, Skipped, check_product_name, load_
                          versions)
 from core.store import ResultsStore
 from station.evidence import EvidenceFolder
+from station.line_settings import ModbusSettings, MqttSettings
 from station.retention import RetentionPolicy
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,19 @@ class StationSettings:
     camera: str = "0"  # device index or stream URL
     camera_width: int = 0  # 0 = the device's default
     camera_height: int = 0
-    camera_exposure: float | None = None  # None = automatic
+    camera_exposure: float | None = None  # None = automatic (a pylon:// camera: microseconds)
+    # Camera: a GenICam camera through pylon, ``camera`` = "pylon://<serial>" or "pylon:<user name>"
+    # (station/pylon_source.py, docs/CAMERAS.md); ignored by the OpenCV cameras
+    camera_gain: float | None = None  # dB; None = the camera's own
+    camera_pixel_format: str = ""  # "" = the camera's own; Mono8, Mono12, BayerRG8, ...
+    camera_fps: float = 0.0  # free-run frame rate; 0 = the camera's own
+    camera_trigger: str = "off"  # "off" (free run) | "software" (Inspect fires the camera) | "hardware" (a line)
+    camera_trigger_line: str = "Line1"
+    camera_trigger_activation: str = "RisingEdge"  # RisingEdge | FallingEdge | AnyEdge | LevelHigh | LevelLow
+    camera_trigger_delay_us: float = 0.0
+    camera_debounce_us: float = 0.0  # 0 = the camera's own
+    camera_nodes: dict = field(default_factory=dict)  # further GenICam nodes, set last, in this order
+    camera_transports: str = ""  # "" = every pylon transport; else e.g. "BaslerUsb,BaslerGigE"
     folder: str = ""
     folder_fps: float = 5.0
     demo_kind: str = "bracket"
@@ -52,6 +65,16 @@ class StationSettings:
     min_free_gb: float = 1.0  # below this much free disk no new images are kept
     require_signed_recipes: bool = False  # load only recipes signed by a trusted key (core.signing)
     trusted_keys_dir: str = ""  # folder of trusted *.pub keys; "" = <config folder>/trusted-keys
+    # line outputs (station.line_settings, docs/LINE_INTEGRATION.md): both off unless switched on
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    modbus: ModbusSettings = field(default_factory=ModbusSettings)
+
+    def __post_init__(self) -> None:
+        # from station.json they come as JSON objects
+        if not isinstance(self.mqtt, MqttSettings):
+            self.mqtt = MqttSettings.from_dict(self.mqtt)
+        if not isinstance(self.modbus, ModbusSettings):
+            self.modbus = ModbusSettings.from_dict(self.modbus)
 
     def retention(self) -> RetentionPolicy:
         return RetentionPolicy(days=max(1.0, float(self.evidence_days)), max_gb=max(0.1, float(self.evidence_max_gb)),
@@ -63,7 +86,15 @@ class StationSettings:
         PLC trigger) and continuous for the demo and a folder."""
         if self.mode in ("continuous", "triggered"):
             return self.mode
+        if self.hardware_triggered:  # every frame is a part the line triggered
+            return "continuous"
         return "triggered" if self.source_kind == "camera" else "continuous"
+
+    @property
+    def hardware_triggered(self) -> bool:
+        """A pylon camera triggered by a line: each frame it sends is one part."""
+        return (self.source_kind == "camera" and str(self.camera).strip().lower().startswith("pylon:")
+                and self.camera_trigger == "hardware")
 
     @classmethod
     def load(cls, path: Path) -> "StationSettings":
@@ -84,9 +115,11 @@ class StationSettings:
 class StationContext:
     """Folders, settings, store and recipes of one station (one per process)."""
 
-    def __init__(self, data_dir: str | os.PathLike | None = None, config_dir: str | os.PathLike | None = None):
+    def __init__(self, data_dir: str | os.PathLike | None = None, config_dir: str | os.PathLike | None = None,
+                 store_path: str | os.PathLike | None = None):
         # the folders given, else $STATION_DATA_DIR / $STATION_CONFIG_DIR, else the user's folders;
-        # the process environment is left as it is
+        # the process environment is left as it is. ``store_path``: another results store than the
+        # data folder's (``station-cli serve --store``)
         self.data_dir = Path(data_dir) if data_dir is not None else paths.data_dir()
         self.config_dir = Path(config_dir) if config_dir is not None else paths.config_dir()
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +130,7 @@ class StationContext:
         self.log_dir = paths.log_dir(self.data_dir)
         self.settings_path = self.config_dir / SETTINGS_FILE
         self.settings = StationSettings.load(self.settings_path)
-        self.store = ResultsStore(paths.store_path(self.data_dir))
+        self.store = ResultsStore(Path(store_path) if store_path is not None else paths.store_path(self.data_dir))
         self.evidence = EvidenceFolder(self.images_root)  # images/<date>/ under the data folder
         self.skipped_recipes: Skipped = []  # (folder, why) of the recipes the last load passed over
 

@@ -4,7 +4,8 @@
 format), writes its row to the results store and returns the typed record it wrote
 (:class:`core.store.StoredInspection`), which the batch table, the reports and the CLI's CSV read.
 It never raises for a full disk or a refused row: the outcome says what went wrong, in words for
-the operator, and the line goes on.
+the operator, and the line goes on. In a live mode the row is queued, in the same transaction,
+for every line output switched on (``RecordPolicy.outbox``; delivered by ``station.outbox``).
 
 The live worker calls it right after the verdict has been emitted to the window, so the operator
 never waits for a disk. Why in the worker and not a separate writer thread: recording is bounded
@@ -25,10 +26,12 @@ from core.store import ResultsStore, StoredInspection, StoreError
 from core.types import Inspection
 
 from station.evidence import EvidenceFolder, evidence_stem
+from station.line_settings import enabled_channels
 
 log = logging.getLogger(__name__)
 
 KEEP_CHOICES = ("all", "review_fail", "none")
+LIVE_MODES = ("continuous", "triggered")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class RecordPolicy:
     keep_images: str = "review_fail"  # "all" | "review_fail" | "none"
     enabled: bool = True  # False: nothing is written (screenshots, benchmarks of the UI only)
     one_per_part: bool = True  # continuous mode: record a part once, when it settles (station.part_tracker)
+    outbox: tuple[str, ...] = ()  # line outputs each record is queued for (station.outbox): live modes only
 
     def keeps_images(self, decision: str) -> bool:
         """REVIEW images are always kept (the review queue shows them); FAIL ones when queued."""
@@ -56,8 +60,12 @@ class RecordPolicy:
         if mode is None:
             mode = settings.live_mode
         keep = settings.keep_images if settings.keep_images in KEEP_CHOICES else "review_fail"
-        return cls(mode=mode, queue_fails=bool(settings.queue_fails), keep_images=keep,
-                   one_per_part=bool(getattr(settings, "one_record_per_part", True)))
+        # the line hears of the parts on the line: a batch of files or the CLI sends nothing
+        outbox = enabled_channels(settings) if mode in LIVE_MODES else ()
+        return cls(mode=mode, queue_fails=bool(settings.queue_fails), keep_images=keep, outbox=outbox,
+                   # a hardware-triggered camera sends one frame per part: each one is recorded
+                   one_per_part=bool(getattr(settings, "one_record_per_part", True))
+                   and not getattr(settings, "hardware_triggered", False))
 
 
 @dataclass(frozen=True)
@@ -103,7 +111,7 @@ def record(store: ResultsStore | None, evidence: EvidenceFolder | None, inspecti
                 "Is the disk full or the data folder read-only?"
             )
     rec = StoredInspection.of(inspection, image_path=image_path, heatmap_path=heatmap_path, mode=policy.mode)
-    rec, problem = _store(store, rec)
+    rec, problem = _store(store, rec, policy.outbox)
     return RecordOutcome(rec, " ".join(problems + ([problem] if problem else [])) or None)
 
 
@@ -115,11 +123,13 @@ def record_failure(store: ResultsStore | None, source: str, error: str, *, recip
     return RecordOutcome(rec, problem)
 
 
-def _store(store: ResultsStore | None, rec: StoredInspection) -> tuple[StoredInspection, str | None]:
+def _store(store: ResultsStore | None, rec: StoredInspection,
+           outbox: tuple[str, ...] = ()) -> tuple[StoredInspection, str | None]:
+    """The row, and the line outputs' outbox rows with it (one transaction: both or neither)."""
     if store is None:
         return rec, None
     try:
-        return replace(rec, id=store.add_record(rec)), None
+        return replace(rec, id=store.add_record(rec, outbox=outbox)), None
     except (StoreError, sqlite3.Error, OSError) as exc:
         log.exception("Recording %s in the results store failed", rec.source)
         return rec, f"The result could not be written to the results database ({exc})."

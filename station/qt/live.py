@@ -19,6 +19,7 @@ from station.context import StationContext
 from station.qt.inference import InferenceController, InspectionResult, LoadedRecipe
 from station.live_state import LiveState, LiveStateMachine, Shown, SourceState
 from station.mailbox import MODES, TRIGGERED
+from station.outbox import LineOutputs
 from station.recording import Recorder, RecordPolicy
 from station.retention import Housekeeper
 from station.shift import ShiftCounters
@@ -69,6 +70,9 @@ class LivePipeline(QObject):
             context.evidence, lambda: context.settings.retention(),
             lambda: [r.image_path for r in context.store.pending_reviews() if r.image_path],
             self.disk_changed.emit, startup=lambda: startup_sweep(context))  # first: what a kill left behind
+        # results to the line (MQTT, Modbus): one delivery thread per enabled output, fed by the
+        # store's outbox; the status bar reads ``line.snapshot()`` (never the network or the store)
+        self.line = LineOutputs(context.store)
         self.loaded: LoadedRecipe | None = None
         self.states = LiveStateMachine()  # the one state machine of the live station (station.live_state)
         self._task: Task | None = None
@@ -90,6 +94,9 @@ class LivePipeline(QObject):
         inf.recipe_loaded.connect(self._on_recipe_loaded)
         inf.recipe_failed.connect(self._on_recipe_failed)
         inf.error_occurred.connect(self._error)
+        self.state_changed.connect(self._line_outputs_follow)
+        self.trigger_changed.connect(self._line_outputs_follow)
+        self.source_status_changed.connect(self._line_outputs_follow)
 
     # -- properties -------------------------------------------------------------------------
     @property
@@ -130,6 +137,8 @@ class LivePipeline(QObject):
         """Start the source and the worker, then find (or build) a recipe in the background."""
         self.inference.start()
         self.housekeeper.start()
+        if self._record:
+            self.line.apply(self.context.settings)
         self.start_source()
         self._show(self.states.starting())
         shift, context = self.shift, self.context
@@ -163,6 +172,7 @@ class LivePipeline(QObject):
         self.capture.stop()
         self.inference.stop()
         self.housekeeper.stop()
+        self.line.close(timeout=3.0)  # each output says goodbye (MQTT offline, Modbus ready off)
 
     # -- recipes ----------------------------------------------------------------------------
     def _started(self, result) -> None:
@@ -290,6 +300,9 @@ class LivePipeline(QObject):
         tid = self.inference.trigger()
         if tid is None:
             return False
+        fire = getattr(self.source, "software_trigger", None)
+        if fire is not None:  # a camera in software-trigger mode takes its picture now (station/pylon_source.py)
+            fire()
         self._pending_trigger = tid
         self._trigger_timer.start()
         self.trigger_changed.emit(True)
@@ -332,6 +345,8 @@ class LivePipeline(QObject):
             policy = dataclasses.replace(policy, enabled=False)
         self.inference.set_policy(policy)
         self.housekeeper.poke()  # new retention limits take effect now
+        if self._record:
+            self.line.apply(s)  # outputs switched on, off or changed: started, stopped, restarted
         if s.live_mode != self.mode:
             self.inference.set_mode(s.live_mode)
             self._clear_trigger()
@@ -373,6 +388,12 @@ class LivePipeline(QObject):
             self._trigger_timer.stop()
             self.trigger_changed.emit(False)
         self.inspection_failed.emit(trigger_id, message)
+
+    def _line_outputs_follow(self, *_args) -> None:
+        """The Modbus ready and busy coils: ready while parts are being judged, busy while a
+        triggered part waits for its verdict."""
+        ready = self.ready and self.state is LiveState.READY and self.capture.state not in SOURCE_DOWN
+        self.line.set_outputs(ready=ready, busy=self.trigger_pending)
 
     # -- helpers ----------------------------------------------------------------------------
     def _show(self, shown: Shown) -> None:

@@ -18,7 +18,7 @@ from station.qt.inference import InspectionResult, LoadedRecipe
 from station.qt.live import LivePipeline
 from station.qt.live_tab import LiveTab
 from station.qt.recipe_dialog import RecipeDialog
-from station.qt.screen_fit import clamp_to_screen, fit_to_screen, plain
+from station.qt.screen_fit import clamp_to_screen, fit_to_screen, plain, repolish
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,12 @@ class MainWindow(QMainWindow):
         self.fps_status = QLabel("Display: — fps")
         self.latency_status = QLabel("Inspection: —")
         self.disk_status = plain(QLabel("Disk: —"))
-        for w in (self.source_status, self.recipe_status, self.fps_status, self.latency_status, self.disk_status):
+        # the line outputs (MQTT, Modbus), only while one is switched on: read from their frozen
+        # snapshot on the stats timer, so the UI never waits for the network or the store
+        self.line_status = plain(QLabel(""))
+        self.line_status.hide()
+        for w in (self.source_status, self.recipe_status, self.fps_status, self.latency_status, self.disk_status,
+                  self.line_status):
             w.setObjectName("statusField")
             sb.addPermanentWidget(w)
         self._stats_timer = QTimer(self, interval=1000)
@@ -338,7 +343,22 @@ class MainWindow(QMainWindow):
         self.continuous_action.setChecked(not triggered)
         self.live.sync_mode(mode)
 
+    def _update_line_status(self) -> None:
+        line = getattr(self.pipeline, "line", None)
+        states = line.snapshot() if line is not None else ()
+        if not states:
+            self.line_status.hide()
+            return
+        self.line_status.setText("; ".join(st.words() for st in states))
+        self.line_status.setToolTip("\n".join(st.details() for st in states))
+        level = "" if all(st.connected for st in states) else "warning"
+        if self.line_status.property("level") != level:
+            self.line_status.setProperty("level", level)
+            repolish(self.line_status)
+        self.line_status.show()
+
     def _update_stats(self) -> None:
+        self._update_line_status()
         fps, rate, lat = self.live.take_stats()
         self.fps_status.setText(f"Display: {fps:.0f} fps")
         if lat:

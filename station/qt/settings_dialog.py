@@ -1,7 +1,8 @@
 """Station settings: the image source, the mode, what goes to review, which images are kept.
 
 Writes ``StationSettings`` (JSON in the config folder, via ``context.save_settings()``); only the
-last folder browsed goes to QSettings. "Probe cameras" runs in a background Task.
+last folder browsed goes to QSettings. "Probe cameras" and "Find GenICam cameras" run in a background
+Task; the Camera box holds a pylon camera's settings (docs/CAMERAS.md).
 """
 from __future__ import annotations
 
@@ -16,13 +17,17 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDia
 
 from station.demo import PART_KINDS
 
-from station.sources import probe_cameras
+from station.sources import SourceError, probe_cameras
+from station.pylon_source import ACTIVATIONS, PIXEL_FORMATS, is_pylon_target, list_cameras
+from station.qt.line_outputs_box import LineOutputsBox
 from station.qt.tasks import Task
 from station.qt.screen_fit import fit_to_screen
 
 log = logging.getLogger(__name__)
 
 SOURCES = (("demo", "Demo parts (no camera)"), ("camera", "Camera"), ("folder", "Folder of images"))
+TRIGGER_CHOICES = (("off", "Free run"), ("software", "Software: Space takes the picture"),
+                   ("hardware", "Hardware: an input line"))
 KEEP = (("review_fail", "Parts for review and failed parts"), ("all", "Every part (uses much disk space)"),
         ("none", "Only parts that go to the review queue"))
 
@@ -95,6 +100,7 @@ class SettingsDialog(QDialog):
                       "scores are kept.")
         note.setWordWrap(True)
         rec.addRow(note)
+        self.line_outputs = LineOutputsBox(s.mqtt, s.modbus)  # MQTT and Modbus (docs/LINE_INTEGRATION.md)
 
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -109,6 +115,7 @@ class SettingsDialog(QDialog):
         col.addWidget(src_box)
         col.addWidget(mode_box)
         col.addWidget(rec_box)
+        col.addWidget(self.line_outputs)
         col.addWidget(self.error)
         col.addStretch(1)
         scroll = QScrollArea()
@@ -150,7 +157,8 @@ class SettingsDialog(QDialog):
         form = QFormLayout(w)
         self.camera = QComboBox(editable=True)
         self.camera.setCurrentText(str(s.camera))
-        self.camera.setToolTip("A device number (0, 1, …) or a stream address (rtsp://…)")
+        self.camera.setToolTip("A device number (0, 1, …), a stream address (rtsp://…) or a GenICam camera "
+                               "(pylon://<serial>, pylon:<name>)")
         self.probe_button = QPushButton("Probe cameras")
         self.probe_button.clicked.connect(self.probe)
         self.probe_result = QLabel("")
@@ -172,8 +180,76 @@ class SettingsDialog(QDialog):
         form.addRow("Width", self.cam_w)
         form.addRow("Height", self.cam_h)
         form.addRow(self.auto_exposure)
-        form.addRow("Exposure (device units)", self.exposure)
+        form.addRow("Exposure (device units; µs for pylon)", self.exposure)
+        form.addRow(self._genicam_box(s))
         return w
+
+    def _genicam_box(self, s) -> QGroupBox:
+        """Camera: the settings of a GenICam camera through pylon (camera ``pylon://<serial>``)."""
+        box = QGroupBox("Camera (GenICam: pylon://<serial>)")
+        box.setToolTip("A GenICam camera through pylon: pylon://<serial> or pylon:<name> (docs/CAMERAS.md)")
+        form = QFormLayout(box)
+        self.pylon_transports = QLineEdit(s.camera_transports)
+        self.pylon_transports.setPlaceholderText("every pylon transport")
+        self.pylon_transports.setToolTip("Device classes to look on, e.g. BaslerUsb,BaslerGigE (docs/CAMERAS.md)")
+        self.pylon_find = QPushButton("Find GenICam cameras")
+        self.pylon_find.clicked.connect(self.find_pylon)
+        self.pylon_result = QLabel("")
+        self.pylon_result.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.pylon_transports, 1)
+        row.addWidget(self.pylon_find)
+        self.pixel_format = QComboBox(editable=True)
+        self.pixel_format.addItems(["", *PIXEL_FORMATS])
+        self.pixel_format.setCurrentText(s.camera_pixel_format)
+        self.pixel_format.setToolTip("Empty: the camera's own pixel format")
+        line_edit = self.pixel_format.lineEdit()
+        if line_edit is not None:
+            line_edit.setPlaceholderText("the camera's own")
+        self.auto_gain = QCheckBox("The camera's own gain")
+        self.auto_gain.setChecked(s.camera_gain is None)
+        self.gain = QDoubleSpinBox(minimum=0, maximum=100, decimals=1, suffix=" dB",
+                                   value=0.0 if s.camera_gain is None else float(s.camera_gain))
+        self.gain.setEnabled(s.camera_gain is not None)
+        self.auto_gain.toggled.connect(lambda on: self.gain.setEnabled(not on))
+        self.cam_fps = QDoubleSpinBox(minimum=0, maximum=1000, decimals=1, suffix=" fps", value=float(s.camera_fps))
+        self.cam_fps.setSpecialValueText("camera default")
+        self.cam_trigger = QComboBox()
+        for key, text in TRIGGER_CHOICES:
+            self.cam_trigger.addItem(text, key)
+        keys = [k for k, _ in TRIGGER_CHOICES]
+        self.cam_trigger.setCurrentIndex(keys.index(s.camera_trigger) if s.camera_trigger in keys else 0)
+        self.trigger_line = QComboBox(editable=True)
+        self.trigger_line.addItems(["Line1", "Line2", "Line3", "Line4"])
+        self.trigger_line.setCurrentText(s.camera_trigger_line)
+        self.trigger_activation = QComboBox()
+        self.trigger_activation.addItems(list(ACTIVATIONS))
+        self.trigger_activation.setCurrentText(s.camera_trigger_activation)
+        self.trigger_delay = QDoubleSpinBox(minimum=0, maximum=1e6, decimals=1, suffix=" µs",
+                                            value=float(s.camera_trigger_delay_us))
+        self.debounce = QDoubleSpinBox(minimum=0, maximum=1e5, decimals=1, suffix=" µs",
+                                       value=float(s.camera_debounce_us))
+        self.debounce.setSpecialValueText("camera default")
+        form.addRow("Look on", row)
+        form.addRow("", self.pylon_result)
+        form.addRow("Pixel format", self.pixel_format)
+        form.addRow(self.auto_gain)
+        form.addRow("Gain", self.gain)
+        form.addRow("Frame rate (free run)", self.cam_fps)
+        form.addRow("Trigger", self.cam_trigger)
+        form.addRow("Trigger input", self.trigger_line)
+        form.addRow("Trigger on", self.trigger_activation)
+        form.addRow("Trigger delay", self.trigger_delay)
+        form.addRow("Debounce", self.debounce)
+        self.cam_trigger.currentIndexChanged.connect(self._trigger_rows)
+        self._trigger_rows()
+        return box
+
+    def _trigger_rows(self) -> None:
+        hardware = self.cam_trigger.currentData() == "hardware"
+        for w in (self.trigger_line, self.trigger_activation, self.trigger_delay, self.debounce):
+            w.setEnabled(hardware)
+        self.cam_fps.setEnabled(self.cam_trigger.currentData() == "off")
 
     def _folder_page(self, s) -> QWidget:
         w = QWidget()
@@ -227,7 +303,38 @@ class SettingsDialog(QDialog):
 
     def _probe_done(self) -> None:
         self.probe_button.setEnabled(True)
+        self.pylon_find.setEnabled(True)
         self._probe = None
+
+    def find_pylon(self) -> None:
+        """The GenICam cameras pylon finds, in the background; they join the camera list as pylon://<serial>."""
+        if self._probe is not None:
+            return
+        self.pylon_find.setEnabled(False)
+        self.probe_button.setEnabled(False)
+        self.pylon_result.setText("Looking for GenICam cameras…")
+        transports = [t.strip() for t in self.pylon_transports.text().split(",") if t.strip()]
+        self._probe = Task(lambda progress, cancelled: _find_pylon(transports), parent=self)
+        self._probe.succeeded.connect(self._pylon_found)
+        self._probe.failed.connect(lambda msg: self.pylon_result.setText(f"Looking failed: {msg}"))
+        self._probe.finished.connect(self._probe_done)
+        self._probe.start()
+
+    def _pylon_found(self, found) -> None:
+        cameras, why = found
+        if why:
+            self.pylon_result.setText(why)
+            return
+        if not cameras:
+            self.pylon_result.setText("pylon finds no camera. Check the cable and the power, or the transports.")
+            return
+        current = self.camera.currentText()
+        for cam in cameras:
+            if self.camera.findText(cam.target) < 0:
+                self.camera.addItem(cam.target)
+        targets = [c.target for c in cameras]
+        self.camera.setCurrentText(current if is_pylon_target(current) else targets[0])
+        self.pylon_result.setText("Found: " + "; ".join(f"{c.target}: {c.label}" for c in cameras))
 
     # -- saving --------------------------------------------------------------------------
     def accept(self) -> None:
@@ -239,6 +346,11 @@ class SettingsDialog(QDialog):
         if kind == "camera" and not self.camera.currentText().strip():
             self._show_error("Type a camera number (0, 1, …) or a stream address.")
             return
+        line_problems = self.line_outputs.problems()
+        if line_problems:
+            self._show_error(" ".join(line_problems))
+            return
+        s.mqtt, s.modbus = self.line_outputs.values()
         s.source_kind = kind
         s.demo_kind = self.demo_kind.currentText()
         s.demo_fps = float(self.demo_fps.value())
@@ -246,6 +358,15 @@ class SettingsDialog(QDialog):
         s.camera = self.camera.currentText().strip()
         s.camera_width, s.camera_height = self.cam_w.value(), self.cam_h.value()
         s.camera_exposure = None if self.auto_exposure.isChecked() else float(self.exposure.value())
+        s.camera_transports = self.pylon_transports.text().strip()
+        s.camera_pixel_format = self.pixel_format.currentText().strip()
+        s.camera_gain = None if self.auto_gain.isChecked() else float(self.gain.value())
+        s.camera_fps = float(self.cam_fps.value())
+        s.camera_trigger = self.cam_trigger.currentData()
+        s.camera_trigger_line = self.trigger_line.currentText().strip() or "Line1"
+        s.camera_trigger_activation = self.trigger_activation.currentText()
+        s.camera_trigger_delay_us = float(self.trigger_delay.value())
+        s.camera_debounce_us = float(self.debounce.value())
         s.folder = self.folder.text().strip()
         s.folder_fps = float(self.folder_fps.value())
         s.mode = "triggered" if self.triggered.isChecked() else "continuous"
@@ -282,3 +403,12 @@ class SettingsDialog(QDialog):
         if self._probe is not None:
             self._probe.shutdown(10000)
             self._probe = None
+
+
+def _find_pylon(transports: list[str]) -> tuple[list, str]:
+    """(cameras, "") or ([], why not) - pylon not installed is an answer, not a failure."""
+    try:
+        return list_cameras(transports), ""
+    except SourceError as exc:
+        return [], str(exc)
+

@@ -1,0 +1,182 @@
+"""Settings of the line outputs: an MQTT broker and a Modbus TCP PLC / remote I/O module.
+
+Both are OFF by default. They live in ``StationSettings`` (``mqtt`` and ``modbus``, saved as
+nested objects in ``station.json``) and are edited in Settings > Line outputs. ``problems()``
+says in words what keeps an enabled output from starting (an empty host, two outputs on one coil).
+The MQTT password is kept out of every ``repr`` and log line (it is in ``station.json``, in the
+user's own config folder). Qt-free.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Mapping, TypeVar
+
+log = logging.getLogger(__name__)
+
+CHANNELS = ("mqtt", "modbus")  # outbox channel names, in the order the status bar shows them
+LABELS = {"mqtt": "MQTT", "modbus": "Modbus"}
+TOPIC_LEVEL = re.compile(r"[^/+#\x00]+")  # one MQTT topic level: no separators, no wildcards
+COILS = ("coil_ok", "coil_ng", "coil_review", "coil_busy", "coil_ready", "coil_heartbeat")
+REGISTERS = 4  # from register_base: part counter, verdict code, inspection id high word, low word
+
+_T = TypeVar("_T")
+
+
+def _coerced(cls: type[_T], data: Mapping[str, Any] | None) -> _T:
+    """``cls`` from a JSON object: unknown keys dropped, values of the wrong type replaced by the
+    default (logged), so a hand-edited settings file never stops the station."""
+    out: dict[str, Any] = {}
+    defaults = cls()
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if not isinstance(data, Mapping) or f.name not in data:
+            continue
+        value, default = data[f.name], getattr(defaults, f.name)
+        try:
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise TypeError("not true/false")
+            elif isinstance(default, (int, float)):
+                if isinstance(value, bool):
+                    raise TypeError("not a number")
+                value = type(default)(value)
+            elif isinstance(default, str):
+                if not isinstance(value, str):
+                    raise TypeError("not text")
+        except (TypeError, ValueError) as exc:
+            log.warning("Setting %s.%s is unusable (%s); using %r", cls.__name__, f.name, exc,
+                        "***" if f.name == "password" else default)
+            continue
+        out[f.name] = value
+    return cls(**out)
+
+
+def default_station_name() -> str:
+    """This computer's name as one topic level (what an empty station name means)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", socket.gethostname()).strip("-.")
+    return name or "station"
+
+
+@dataclass
+class MqttSettings:
+    """One JSON message per inspection on ``<topic_prefix>/<station>/result`` (QoS 1); the
+    retained state ``online`` / ``offline`` (last will) on ``<topic_prefix>/<station>/state``."""
+
+    enabled: bool = False
+    host: str = "localhost"
+    port: int = 1883
+    topic_prefix: str = "inspection"
+    station: str = ""  # "" = this computer's name
+    username: str = ""
+    password: str = field(default="", repr=False)  # never shown, never logged
+    tls: bool = False
+    ca_file: str = ""  # "" with TLS on: the system's certificate authorities
+    cert_file: str = ""  # client certificate (optional, with its key)
+    key_file: str = ""
+    keepalive_s: int = 30
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "MqttSettings":
+        return _coerced(cls, data)
+
+    @property
+    def station_name(self) -> str:
+        return self.station.strip() or default_station_name()
+
+    @property
+    def result_topic(self) -> str:
+        return f"{self.topic_prefix.strip('/')}/{self.station_name}/result"
+
+    @property
+    def state_topic(self) -> str:
+        return f"{self.topic_prefix.strip('/')}/{self.station_name}/state"
+
+    @property
+    def peer(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.host.strip():
+            out.append("MQTT: type the broker's address.")
+        if not 1 <= self.port <= 65535:
+            out.append("MQTT: the port must be between 1 and 65535.")
+        prefix = self.topic_prefix.strip("/")
+        if not prefix or not all(TOPIC_LEVEL.fullmatch(level) for level in prefix.split("/")):
+            out.append("MQTT: the topic prefix must be one or more topic levels without +, # or empty levels.")
+        if self.station.strip() and not TOPIC_LEVEL.fullmatch(self.station.strip()):
+            out.append("MQTT: the station name must be one topic level (no /, + or #).")
+        if bool(self.cert_file) != bool(self.key_file):
+            out.append("MQTT: a client certificate needs its key file, and the key its certificate.")
+        if (self.ca_file or self.cert_file) and not self.tls:
+            out.append("MQTT: certificate files are given but TLS is off.")
+        if self.password and not self.username:
+            out.append("MQTT: a password needs a user name.")
+        return out
+
+
+@dataclass
+class ModbusSettings:
+    """Coils and holding registers written to a PLC or remote I/O module (the station is the client).
+
+    Per result, in order: the four registers from ``register_base`` (part counter, verdict code
+    1 OK / 2 NG / 3 REVIEW, inspection id high and low word), then the verdict's coil pulsed for
+    ``pulse_ms`` (followed by as long off). ``ready`` and ``busy`` follow the station; ``heartbeat``
+    toggles every ``heartbeat_s`` while connected."""
+
+    enabled: bool = False
+    host: str = ""
+    port: int = 502
+    unit: int = 1  # the Modbus unit (device) id
+    coil_ok: int = 0
+    coil_ng: int = 1
+    coil_review: int = 2
+    coil_busy: int = 3
+    coil_ready: int = 4
+    coil_heartbeat: int = 5
+    register_base: int = 0
+    pulse_ms: int = 200
+    heartbeat_s: float = 1.0
+    timeout_s: float = 2.0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "ModbusSettings":
+        return _coerced(cls, data)
+
+    @property
+    def peer(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.host.strip():
+            out.append("Modbus: type the address of the PLC or I/O module.")
+        if not 1 <= self.port <= 65535:
+            out.append("Modbus: the port must be between 1 and 65535.")
+        if not 0 <= self.unit <= 247:
+            out.append("Modbus: the unit id must be between 0 and 247.")
+        coils = [getattr(self, c) for c in COILS]
+        if any(not 0 <= a <= 65535 for a in coils):
+            out.append("Modbus: coil addresses must be between 0 and 65535.")
+        if len(set(coils)) != len(coils):
+            out.append("Modbus: every output needs a coil of its own.")
+        if not 0 <= self.register_base <= 65535 - REGISTERS + 1:
+            out.append(f"Modbus: the first register must be between 0 and {65535 - REGISTERS + 1}.")
+        if not 20 <= self.pulse_ms <= 10000:
+            out.append("Modbus: the pulse must last between 20 and 10000 ms.")
+        if not 0.1 <= self.heartbeat_s <= 60:
+            out.append("Modbus: the heartbeat period must be between 0.1 and 60 s.")
+        return out
+
+
+def enabled_channels(settings: Any) -> tuple[str, ...]:
+    """The outbox channels switched on in ``settings`` (a ``StationSettings``), in display order."""
+    out = []
+    for name in CHANNELS:
+        cfg = getattr(settings, name, None)
+        if cfg is not None and getattr(cfg, "enabled", False):
+            out.append(name)
+    return tuple(out)
