@@ -220,11 +220,11 @@ def test_cli_a_disk_that_fills_mid_batch_goes_on_and_counts_the_failures(tmp_pat
     add_record = core.store.ResultsStore.add_record
     calls = []
 
-    def flaky(self, rec):
+    def flaky(self, rec, **kw):
         calls.append(rec.source)
         if len(calls) == 2:
             raise sqlite3.OperationalError("database or disk is full")
-        return add_record(self, rec)
+        return add_record(self, rec, **kw)
 
     monkeypatch.setattr(core.atomic, "_publish", full)
     monkeypatch.setattr(core.store.ResultsStore, "add_record", flaky)
