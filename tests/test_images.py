@@ -495,6 +495,25 @@ def test_decode_file_reads_from_the_path_like_decode_image(tmp_path, ext):
     assert header is not None and (header.width, header.height) == (52, 40)
 
 
+def test_a_16_bit_rgb_tiff_decoded_straight_to_8_bit_maps_every_value_like_to_rgb8(tmp_path):
+    """decode_file lets OpenCV's TIFF decoder bring a 16-bit RGB TIFF to 8 bit (so the 16-bit image is
+    never held beside its 8-bit copy): every one of the 65536 values must come out as to_rgb8's
+    round(v / 257), in every channel; a grey 16-bit TIFF (where OpenCV differs) keeps the old path."""
+    from core.images import decode_file
+
+    ramp = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    img = np.stack([ramp, ramp[::-1], ramp.T], axis=2)
+    p = tmp_path / "ramp.tif"
+    cv2.imwrite(str(p), img)
+    got, header = decode_file(p)
+    assert header is not None and header.bytes_per_sample == 2 and header.channels == 3
+    assert np.array_equal(got, images.to_rgb8(cv2.imread(str(p), cv2.IMREAD_UNCHANGED)))
+    g = tmp_path / "ramp_gray.tif"
+    cv2.imwrite(str(g), ramp)
+    got_g, _ = decode_file(g)
+    assert np.array_equal(got_g, images.to_rgb8(ramp))
+
+
 def test_decode_file_refuses_what_read_image_file_refuses(tmp_path):
     from core.images import decode_file
 
