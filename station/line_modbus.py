@@ -8,7 +8,16 @@ delivered once the coil is off again; one cut off half-way goes out again (the i
 the PLC skip a repeat). Between results: ``ready`` and ``busy`` follow the station
 (:meth:`set_outputs`), ``heartbeat`` toggles every ``heartbeat_s`` (a PLC watchdog sees a stuck
 or gone station). On connecting the three verdict coils are switched off first (a pulse cut by a
-lost connection is never left on); on a clean stop ready, busy and heartbeat go off. Qt-free.
+lost connection is never left on); on a clean stop ready, busy and heartbeat go off.
+
+The trigger (``ModbusSettings.trigger_enabled``, off by default): between results the worker reads
+the trigger coil (function 1) or holding register (function 3) every ``trigger_poll_ms`` (a
+sleep, never a hot loop); a rising edge (off -> on, 0 -> not 0) asks the station's trigger hook
+for one inspection, once. With ``trigger_clear`` the station then writes it back to off / 0 (the
+PLC sets it, the station clears it: the next set is the next edge); ``trigger_answer`` (a holding
+register, -1 none) gets 1 accepted / 2 refused per edge. What the trigger reads at connect is the
+baseline, not an edge (a request left over from before a lost connection does not inspect a part
+that is long gone; with ``trigger_clear`` it is cleared and answered refused). Qt-free.
 """
 from __future__ import annotations
 
@@ -20,7 +29,7 @@ from typing import Any, Callable
 from core.store import OutboxItem
 from station.line_message import VERDICT_CODES
 from station.line_settings import ModbusSettings
-from station.outbox import ChannelError
+from station.outbox import NO_TRIGGER, ChannelError, TriggerAnswer, TriggerHook, TriggerRequest
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +66,14 @@ class ModbusChannel:
         self._heartbeat = False
         self._next_beat = 0.0
         self.verdict_coils = {"PASS": cfg.coil_ok, "FAIL": cfg.coil_ng, "REVIEW": cfg.coil_review}
+        self._trigger: TriggerHook | None = None
+        self._trigger_seen: int | None = None  # what the trigger read last (None: not read on this connection)
+        self._next_poll = 0.0
+        self.triggers = 0  # rising edges seen since start (for the tests and the log)
+
+    def set_trigger(self, hook: TriggerHook | None) -> None:
+        """The station's trigger hook (``LineOutputs.request_trigger``): what a rising edge asks."""
+        self._trigger = hook
 
     @property
     def connected(self) -> bool:
@@ -85,6 +102,8 @@ class ModbusChannel:
         self._client = client
         self._written = {}
         self._next_beat = 0.0
+        self._trigger_seen = None
+        self._next_poll = 0.0
         for coil in self.verdict_coils.values():
             self._coil(coil, False)
 
@@ -165,4 +184,70 @@ class ModbusChannel:
             self._heartbeat = not self._heartbeat
             self._coil(self.cfg.coil_heartbeat, self._heartbeat)
             self._next_beat = now + period
-        return max(0.01, self._next_beat - time.monotonic())
+        due = self._next_beat
+        if self.cfg.trigger_enabled:
+            if time.monotonic() >= self._next_poll:
+                self._poll_trigger()
+                self._next_poll = time.monotonic() + max(0.02, self.cfg.trigger_poll_ms / 1000.0)
+            due = min(due, self._next_poll)
+        return max(0.01, due - time.monotonic())
+
+    # -- the trigger -----------------------------------------------------------------------
+    def _read_trigger(self) -> int:
+        from pymodbus.exceptions import ModbusException
+
+        client = self._client
+        if client is None:
+            raise ChannelError(f"not connected to the PLC {self.peer}")
+        cfg = self.cfg
+        what = f"the trigger {cfg.trigger_kind} {cfg.trigger_address}"
+        try:
+            if cfg.trigger_kind == "register":
+                rr = client.read_holding_registers(int(cfg.trigger_address), count=1, device_id=int(cfg.unit))
+            else:
+                rr = client.read_coils(int(cfg.trigger_address), count=1, device_id=int(cfg.unit))
+        except (ModbusException, OSError) as exc:
+            self._drop()
+            raise ChannelError(f"the connection to the PLC {self.peer} was lost while reading {what} ({exc})") from exc
+        if rr.isError():
+            code = getattr(rr, "exception_code", "?")
+            raise ChannelError(f"the PLC {self.peer} refused reading {what} (Modbus exception {code}): check the "
+                               "address and the unit id in Settings > Line outputs")
+        return int(rr.registers[0]) if cfg.trigger_kind == "register" else int(bool(rr.bits[0]))
+
+    def _trigger_done(self, answer: TriggerAnswer) -> None:
+        cfg = self.cfg
+        client = self._client
+        if client is None:
+            raise ChannelError(f"not connected to the PLC {self.peer}")
+        if cfg.trigger_answer >= 0:
+            self._call(f"the answer register {cfg.trigger_answer}", client.write_register, int(cfg.trigger_answer),
+                       1 if answer.accepted else 2)
+        if cfg.trigger_clear:
+            if cfg.trigger_kind == "register":
+                self._call(f"the trigger register {cfg.trigger_address}", client.write_register,
+                           int(cfg.trigger_address), 0)
+            else:
+                self._coil(cfg.trigger_address, False)
+            self._trigger_seen = 0
+
+    def _poll_trigger(self) -> None:
+        value = self._read_trigger()
+        before, self._trigger_seen = self._trigger_seen, value
+        if not value:
+            return
+        if before is None:  # on at connect: the baseline, not an edge
+            if self.cfg.trigger_clear:
+                log.warning("Modbus: the trigger was on when the station connected; cleared without inspecting")
+                self._trigger_done(TriggerAnswer(False, "the trigger was on before the station connected"))
+            return
+        if before:
+            return  # still on: the same edge
+        self.triggers += 1
+        hook = self._trigger
+        answer = hook(TriggerRequest("modbus")) if hook is not None else TriggerAnswer(False, NO_TRIGGER)
+        if answer.accepted:
+            log.info("Modbus trigger: accepted")
+        else:
+            log.warning("Modbus trigger refused: %s", answer.reason)
+        self._trigger_done(answer)

@@ -9,21 +9,33 @@ delivery worker (``station.outbox``) decides when to try again, and nothing paho
 a lost connection is sent behind its back. Each result is published and waited for (PUBACK)
 before the next: strictly in order, at least once. TLS with a CA file (else the system's
 authorities) and an optional client certificate; user name and password. The password is never
-logged and never part of an error message. Qt-free.
+logged and never part of an error message.
+
+Commands (``MqttSettings.commands``, off by default): ``<prefix>/<station>/cmd/inspect`` (QoS 1,
+subscribed before ``online`` is published; payload empty or a JSON object with an optional
+``part_id`` and ``request_id``) asks for one inspection through the station's trigger hook
+(``LineOutputs.request_trigger``); the answer goes to ``<prefix>/<station>/cmd/ack`` (QoS 1, not
+retained): accepted or refused with the reason. The inspection itself comes as the normal result
+message. Paho's network thread only queues a command; the delivery worker's thread asks the hook
+and publishes the answer (``tick``), between results. A retained command is refused (it would
+trigger again at every reconnect). Qt-free.
 """
 from __future__ import annotations
 
+import json
 import logging
+import queue
 import re
 import ssl
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from core.store import OutboxItem
 from station.line_message import item_payload
 from station.line_settings import MqttSettings
-from station.outbox import ChannelError
+from station.outbox import NO_TRIGGER, ChannelError, TriggerAnswer, TriggerHook, TriggerRequest
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +78,14 @@ class MqttChannel:
         self.lost_reason = ""
         self._client: Any = None
         self._lost = threading.Event()
+        self.command_topic = cfg.command_topic
+        self.ack_topic = cfg.ack_topic
+        self._trigger: TriggerHook | None = None
+        self._commands: queue.SimpleQueue[tuple[bytes, bool]] = queue.SimpleQueue()
+
+    def set_trigger(self, hook: TriggerHook | None) -> None:
+        """The station's trigger hook (``LineOutputs.request_trigger``): what a command asks."""
+        self._trigger = hook
 
     @property
     def connected(self) -> bool:
@@ -107,8 +127,18 @@ class MqttChannel:
             if self.on_lost is not None:
                 self.on_lost()
 
+        subscribed = threading.Event()
+
+        def on_message(_client, _userdata, msg) -> None:  # paho's thread: queue it, the worker answers
+            if msg.topic == self.command_topic:
+                self._commands.put((bytes(msg.payload), bool(msg.retain)))
+                if self.on_lost is not None:
+                    self.on_lost()  # wakes the delivery worker (its tick answers the command)
+
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
+        client.on_message = on_message
+        client.on_subscribe = lambda *_a: subscribed.set()
         try:
             client.connect(cfg.host, int(cfg.port), keepalive=max(5, int(cfg.keepalive_s)))
         except (OSError, ssl.SSLError, ValueError) as exc:
@@ -123,6 +153,12 @@ class MqttChannel:
             _close_quietly(client)
             raise ChannelError(f"the broker {self.peer} refused the connection: {rc}")
         self._client = client
+        if cfg.commands:
+            client.subscribe(self.command_topic, qos=1)
+            if not subscribed.wait(self.ack_timeout_s):
+                _close_quietly(client)
+                self._client = None
+                raise ChannelError(f"the broker {self.peer} did not confirm the subscription to {self.command_topic}")
         self._publish(self.state_topic, ONLINE, retain=True)
 
     def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
@@ -152,7 +188,37 @@ class MqttChannel:
         self._publish(self.result_topic, item_payload(item, self.station))
 
     def tick(self) -> float:
+        while True:  # commands that came in: asked and answered in arrival order
+            try:
+                payload, retain = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            self._answer(payload, retain)
         return 3600.0  # paho's network thread keeps the connection alive
+
+    def _answer(self, payload: bytes, retain: bool) -> None:
+        part_id, request_id, answer = "", None, None
+        if retain:
+            answer = TriggerAnswer(False, "a retained command is not taken (it would inspect again at every "
+                                          "reconnect): publish it without the retain flag")
+        else:
+            try:
+                body = json.loads(payload.decode("utf-8")) if payload.strip() else {}
+                if not isinstance(body, dict):
+                    raise ValueError("not a JSON object")
+                part_id = str(body.get("part_id") or "")[:200]
+                request_id = body.get("request_id")
+            except (ValueError, UnicodeDecodeError) as exc:
+                answer = TriggerAnswer(False, f"the command is not a JSON object ({exc})")
+        if answer is None:
+            hook = self._trigger
+            answer = hook(TriggerRequest("mqtt", part_id)) if hook is not None else TriggerAnswer(False, NO_TRIGGER)
+        log.info("MQTT inspect command%s: %s%s", f" for part {part_id}" if part_id else "",
+                 "accepted" if answer.accepted else "refused", "" if answer.accepted else f" ({answer.reason})")
+        ack = {"schema": 1, "station": self.station, "command": "inspect", "part_id": part_id or None,
+               "request_id": request_id, "accepted": bool(answer.accepted), "reason": answer.reason,
+               "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
+        self._publish(self.ack_topic, json.dumps(ack, ensure_ascii=False, default=str).encode("utf-8"))
 
     def close(self, clean: bool) -> None:
         client, self._client = self._client, None

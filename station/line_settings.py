@@ -17,8 +17,9 @@ from typing import Any, Mapping, TypeVar
 
 log = logging.getLogger(__name__)
 
-CHANNELS = ("mqtt", "modbus")  # outbox channel names, in the order the status bar shows them
-LABELS = {"mqtt": "MQTT", "modbus": "Modbus"}
+CHANNELS = ("mqtt", "modbus", "opcua")  # outbox channel names, in the order the status bar shows them
+LABELS = {"mqtt": "MQTT", "modbus": "Modbus", "opcua": "OPC UA"}
+TRIGGER_KINDS = ("coil", "register")  # what the Modbus trigger polls on the PLC
 TOPIC_LEVEL = re.compile(r"[^/+#\x00]+")  # one MQTT topic level: no separators, no wildcards
 COILS = ("coil_ok", "coil_ng", "coil_review", "coil_busy", "coil_ready", "coil_heartbeat")
 REGISTERS = 4  # from register_base: part counter, verdict code, inspection id high word, low word
@@ -77,6 +78,7 @@ class MqttSettings:
     cert_file: str = ""  # client certificate (optional, with its key)
     key_file: str = ""
     keepalive_s: int = 30
+    commands: bool = False  # take "inspect" commands on <prefix>/<station>/cmd/inspect (answers on cmd/ack)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "MqttSettings":
@@ -93,6 +95,14 @@ class MqttSettings:
     @property
     def state_topic(self) -> str:
         return f"{self.topic_prefix.strip('/')}/{self.station_name}/state"
+
+    @property
+    def command_topic(self) -> str:
+        return f"{self.topic_prefix.strip('/')}/{self.station_name}/cmd/inspect"
+
+    @property
+    def ack_topic(self) -> str:
+        return f"{self.topic_prefix.strip('/')}/{self.station_name}/cmd/ack"
 
     @property
     def peer(self) -> str:
@@ -141,6 +151,16 @@ class ModbusSettings:
     pulse_ms: int = 200
     heartbeat_s: float = 1.0
     timeout_s: float = 2.0
+    # the trigger: the station polls a coil or a holding register of the PLC; a rising edge (off -> on,
+    # 0 -> not 0) asks for one inspection. ``trigger_clear``: the station writes it back to off / 0
+    # (the PLC's handshake); ``trigger_answer``: a holding register the station writes 1 (accepted) or
+    # 2 (refused) per edge (-1: none)
+    trigger_enabled: bool = False
+    trigger_kind: str = "coil"
+    trigger_address: int = 16
+    trigger_poll_ms: int = 100
+    trigger_clear: bool = True
+    trigger_answer: int = -1
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "ModbusSettings":
@@ -169,6 +189,66 @@ class ModbusSettings:
             out.append("Modbus: the pulse must last between 20 and 10000 ms.")
         if not 0.1 <= self.heartbeat_s <= 60:
             out.append("Modbus: the heartbeat period must be between 0.1 and 60 s.")
+        if self.trigger_enabled:
+            if self.trigger_kind not in TRIGGER_KINDS:
+                out.append("Modbus: the trigger is a coil or a holding register.")
+            if not 0 <= self.trigger_address <= 65535:
+                out.append("Modbus: the trigger address must be between 0 and 65535.")
+            elif self.trigger_kind == "coil" and self.trigger_address in coils:
+                out.append("Modbus: the trigger needs a coil of its own (not an output's).")
+            elif self.trigger_kind == "register" and (
+                    self.register_base <= self.trigger_address < self.register_base + REGISTERS):
+                out.append("Modbus: the trigger register overlaps the result registers.")
+            if not 20 <= self.trigger_poll_ms <= 10000:
+                out.append("Modbus: the trigger is polled every 20 to 10000 ms.")
+            if self.trigger_answer != -1 and not 0 <= self.trigger_answer <= 65535:
+                out.append("Modbus: the answer register must be between 0 and 65535 (or -1: none).")
+            elif self.trigger_answer >= 0 and (
+                    self.register_base <= self.trigger_answer < self.register_base + REGISTERS
+                    or (self.trigger_kind == "register" and self.trigger_answer == self.trigger_address)):
+                out.append("Modbus: the answer register overlaps the trigger or the result registers.")
+        return out
+
+
+@dataclass
+class OpcUaSettings:
+    """The station as an OPC UA server (an ``InspectionStation`` object; docs/LINE_INTEGRATION.md).
+
+    Secure by default: Basic256Sha256 with SignAndEncrypt and a user name and password; a
+    self-signed server certificate is made on the first start in the config folder. Anonymous
+    access and an unsecured endpoint only when switched on here."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # the interface the server listens on
+    port: int = 4840
+    username: str = ""
+    password: str = field(default="", repr=False)  # never shown, never logged
+    allow_anonymous: bool = False
+    allow_unsecured: bool = False  # the None security policy (no signing, no encryption)
+    cert_dir: str = ""  # "" = <config folder>/opcua (set by the station)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "OpcUaSettings":
+        return _coerced(cls, data)
+
+    @property
+    def peer(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"opc.tcp://{self.host}:{self.port}/inspection/"
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.host.strip():
+            out.append("OPC UA: type the interface to listen on (127.0.0.1: this computer only).")
+        if not 1 <= self.port <= 65535:
+            out.append("OPC UA: the port must be between 1 and 65535.")
+        if not self.allow_anonymous and not (self.username and self.password):
+            out.append("OPC UA: give a user name and a password (or allow anonymous access).")
+        if self.password and not self.username:
+            out.append("OPC UA: a password needs a user name.")
         return out
 
 

@@ -24,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
 from core.store import OutboxItem, ResultsStore, StoreError
@@ -34,6 +35,26 @@ log = logging.getLogger(__name__)
 KEEP_DELIVERED_DAYS = 30.0  # delivered outbox rows older than this are pruned when a worker starts
 BATCH = 50  # rows read from the store at a time
 POLL_S = 2.0  # look at the store at least this often while connected (rows another process wrote)
+
+
+@dataclass(frozen=True)
+class TriggerRequest:
+    """A request from the line for one inspection (MQTT command, Modbus trigger, OPC UA ``Inspect``)."""
+
+    source: str  # the channel that asked: "mqtt", "modbus", "opcua"
+    part_id: str = ""  # the line's own id for the part, when it sent one (echoed in the answer)
+
+
+@dataclass(frozen=True)
+class TriggerAnswer:
+    """Whether the station took the trigger; ``reason`` says why not, in words."""
+
+    accepted: bool
+    reason: str = ""
+
+
+TriggerHook = Callable[[TriggerRequest], TriggerAnswer]  # thread-safe; returns within a few seconds
+NO_TRIGGER = "this station takes no triggers from the line (no live station is running)"
 
 
 class ChannelError(Exception):
@@ -322,16 +343,28 @@ def _modbus(cfg) -> Channel:
     return ModbusChannel(cfg)
 
 
-FACTORIES: dict[str, ChannelFactory] = {"mqtt": _mqtt, "modbus": _modbus}
+def _opcua(cfg) -> Channel:
+    from station.line_opcua import OpcUaChannel
+
+    return OpcUaChannel(cfg)
+
+
+FACTORIES: dict[str, ChannelFactory] = {"mqtt": _mqtt, "modbus": _modbus, "opcua": _opcua}
 
 
 class LineOutputs:
     """The station's line outputs: a worker per enabled channel, started, restarted and stopped
-    from the settings (:meth:`apply`, never blocking), and their states (:meth:`snapshot`)."""
+    from the settings (:meth:`apply`, never blocking), and their states (:meth:`snapshot`).
+
+    ``on_trigger``: the one hook through which the line asks for an inspection (any thread; see
+    :class:`TriggerRequest`); channels that take triggers get :meth:`request_trigger`."""
 
     def __init__(self, store: ResultsStore, factories: Mapping[str, ChannelFactory] | None = None,
-                 backoff: Callable[[], Backoff] = Backoff):
+                 backoff: Callable[[], Backoff] = Backoff, on_trigger: TriggerHook | None = None,
+                 config_dir: str | Path | None = None):
         self.store = store
+        self.config_dir = Path(config_dir) if config_dir is not None else None  # OPC UA's certificate lives here
+        self.on_trigger = on_trigger
         self.factories = dict(FACTORIES if factories is None else factories)
         self._backoff = backoff
         self._lock = threading.Lock()
@@ -369,6 +402,8 @@ class LineOutputs:
                                                            running=False, last_error=" ".join(problems))
                     log.warning("%s output not started: %s", LABELS.get(name, name), " ".join(problems))
                     continue
+                if getattr(cfg, "cert_dir", None) == "" and self.config_dir is not None:
+                    cfg = dataclasses.replace(cfg, cert_dir=str(self.config_dir / "opcua"))
                 try:
                     channel = self.factories[name](cfg)
                 except ChannelError as exc:
@@ -378,11 +413,28 @@ class LineOutputs:
                     continue
                 if hasattr(channel, "set_outputs"):
                     channel.set_outputs(**self._outputs)
+                if hasattr(channel, "set_trigger"):
+                    channel.set_trigger(self.request_trigger)
                 worker = DeliveryWorker(self.store, channel, self._backoff(), after=old)
                 self._workers[name] = worker
                 self._configs[name] = config  # type: ignore[assignment]
                 worker.start()
             self._stopping = [w for w in self._stopping if w.is_alive()]
+
+    def request_trigger(self, request: TriggerRequest) -> TriggerAnswer:
+        """Ask the station for one inspection (any thread): the hook's answer, or refused in words
+        when there is no hook or it failed (a trigger is never dropped without an answer)."""
+        hook = self.on_trigger
+        if hook is None:
+            return TriggerAnswer(False, NO_TRIGGER)
+        try:
+            answer = hook(request)
+        except Exception as exc:  # noqa: BLE001 - the line gets an answer whatever happened
+            log.exception("A trigger from %s failed", request.source)
+            return TriggerAnswer(False, f"the station could not take the trigger ({type(exc).__name__}: {exc})")
+        if not isinstance(answer, TriggerAnswer):
+            return TriggerAnswer(bool(answer), "" if answer else "refused")
+        return answer
 
     def channels(self) -> tuple[str, ...]:
         """The channels running now."""

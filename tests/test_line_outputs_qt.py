@@ -1,6 +1,7 @@
 """The line outputs in the station's window: Settings > Line outputs (off by default, checked in
 words, saved, fitting a 1366 x 768 screen), and the live station sending its recorded results to a
-real Mosquitto broker and a pymodbus I/O module, with the status bar saying how each output is."""
+real Mosquitto broker and a pymodbus I/O module, with the status bar saying how each output is; the
+triggers and the OPC UA server in the settings; an OPC UA ``Inspect`` taken by the real live station."""
 from __future__ import annotations
 
 import json
@@ -119,3 +120,139 @@ def test_the_station_sends_recorded_results_to_the_line_and_the_status_bar_says_
         consumer.close()
         broker.stop()
         io.kill()
+
+
+def test_settings_triggers_and_opcua_are_off_by_default_and_saved(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("STATION_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv("STATION_CONFIG_DIR", str(tmp_path / "c"))
+    ctx = StationContext()
+    try:
+        dlg = SettingsDialog(ctx)
+        qtbot.addWidget(dlg)
+        box = dlg.line_outputs
+        assert not box.opcua_box.isChecked() and not box.mqtt_commands.isChecked() and not box.trigger_on.isChecked()
+        assert not box.opcua_anonymous.isChecked() and not box.opcua_unsecured.isChecked()
+        assert box.opcua_password.echoMode() == box.opcua_password.EchoMode.Password
+        assert box.opcua_host.text() == "127.0.0.1" and box.opcua_port.value() == 4840
+        assert dlg.minimumSizeHint().width() <= 1366 - 16 and dlg.minimumSizeHint().height() <= 768 - 48
+        saved = []
+        dlg.settings_saved.connect(saved.append)
+        box.opcua_box.setChecked(True)  # no user and anonymous not allowed: not saved
+        dlg.accept()
+        assert saved == [] and "user name and a password" in dlg.error.text()
+        box.opcua_user.setText("line")
+        box.opcua_password.setText("pw-1")
+        box.modbus_box.setChecked(True)
+        box.modbus_host.setText("10.0.0.5")
+        box.trigger_on.setChecked(True)
+        box.trigger_kind.setCurrentText("register")
+        box.trigger_address.setValue(30)
+        box.trigger_answer.setValue(31)
+        box.mqtt_box.setChecked(True)
+        box.mqtt_commands.setChecked(True)
+        dlg.accept()
+        assert saved == [False]
+        data = json.loads(ctx.settings_path.read_text())
+        assert data["opcua"]["enabled"] and data["opcua"]["username"] == "line" and data["opcua"]["port"] == 4840
+        assert (data["modbus"]["trigger_enabled"], data["modbus"]["trigger_kind"], data["modbus"]["trigger_address"],
+                data["modbus"]["trigger_answer"]) == (True, "register", 30, 31)
+        assert data["mqtt"]["commands"] is True
+        again = SettingsDialog(ctx)
+        qtbot.addWidget(again)
+        assert again.line_outputs.opcua_values() == ctx.settings.opcua
+        assert again.line_outputs.values() == (ctx.settings.mqtt, ctx.settings.modbus)
+        again.reject()
+    finally:
+        ctx.close()
+
+
+def test_opcua_inspect_goes_through_the_live_station_one_trigger_one_record(station, qtbot):
+    """The real LivePipeline in triggered mode: ``Inspect`` (an asyncua client, secured, from its own
+    thread) is taken on the UI thread, gives one record, whose id the nodes then show; paused, the
+    station answers refused with the reason."""
+    pytest.importorskip("asyncua")
+    import asyncio
+    import threading
+
+    from asyncua import ua
+
+    from line_peers import free_port
+    from station.line_opcua import NAMESPACE, ensure_certificate
+    from station.line_settings import OpcUaSettings
+    from station.live_state import SourceState
+    from test_line_opcua import secure_client
+
+    ctx, make = station
+    port = free_port()
+    ctx.settings.opcua = OpcUaSettings(enabled=True, port=port, username="line", password="pw-2")
+    cert = ensure_certificate(ctx.config_dir / "test-client")
+    win = make("triggered")
+    p = win.pipeline
+    recorded = []
+    p.inspection_recorded.connect(lambda row, insp: recorded.append(row))
+    with qtbot.waitSignal(p.recipe_changed, timeout=30000):
+        win.start()
+    qtbot.waitUntil(lambda: p.capture.state == SourceState.RUNNING, timeout=10000)
+    qtbot.waitUntil(lambda: p.line.snapshot() and p.line.snapshot()[0].connected, timeout=20000)
+    server_cert = ctx.config_dir / "opcua" / "server_cert.der"  # made on the first start, in the config folder
+    assert server_cert.exists()
+
+    def call(what: str):
+        box: dict = {}
+
+        async def session():
+            c = await secure_client(port, cert, server_cert, "line", "pw-2")
+            async with c:
+                ns = await c.get_namespace_index(NAMESPACE)
+                if what == "inspect":
+                    return await c.get_node(ua.NodeId("InspectionStation", ns)).call_method(
+                        ua.NodeId("InspectionStation.Inspect", ns), ua.Variant("P-7", ua.VariantType.String))
+                return await c.get_node(ua.NodeId("InspectionStation.InspectionId", ns)).read_value()
+
+        def main():
+            try:
+                box["value"] = asyncio.run(asyncio.wait_for(session(), 15))
+            except BaseException as exc:  # noqa: BLE001 - handed to the test
+                box["error"] = exc
+
+        t = threading.Thread(target=main, daemon=True)
+        t.start()
+        qtbot.waitUntil(lambda: not t.is_alive(), timeout=20000)  # the UI thread keeps running meanwhile
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    assert call("inspect") == [True, ""]
+    qtbot.waitUntil(lambda: len(recorded) == 1, timeout=10000)
+    qtbot.waitUntil(lambda: call("read") == recorded[0], timeout=10000)
+    qtbot.wait(300)
+    assert len(recorded) == 1  # one trigger, one record
+    p.pause_inspection("test", "a recipe is being trained")
+    accepted, reason = call("inspect")
+    assert accepted is False and "paused" in reason and "trained" in reason
+    import time
+
+    from station.mailbox import CONTINUOUS
+    from station.outbox import TriggerRequest
+
+    t0 = time.monotonic()  # the hook called on the UI thread itself answers at once (no queued wait)
+    answer = p._trigger_from_line(TriggerRequest("test"))
+    assert not answer.accepted and "paused" in answer.reason and time.monotonic() - t0 < 1.0
+    p.resume_inspection("test")
+    # the UI thread does not get to the trigger in time: refused, and never taken later
+    import station.qt.live as live
+
+    late: list = []
+    live.LINE_TRIGGER_ANSWER_S, before = 0.2, live.LINE_TRIGGER_ANSWER_S
+    try:
+        t = threading.Thread(target=lambda: late.append(p._trigger_from_line(TriggerRequest("mqtt"))))
+        t.start()
+        t.join(5)  # the UI thread is blocked here: no events are processed
+    finally:
+        live.LINE_TRIGGER_ANSWER_S = before
+    assert late and not late[0].accepted and "did not answer" in late[0].reason
+    qtbot.wait(300)  # now the queued request is delivered: it was given up, so it is skipped
+    assert not p.trigger_pending and len(recorded) == 1
+    p.set_mode(CONTINUOUS)
+    assert call("inspect") == [False, "the station is not in triggered mode (it inspects continuous)"]
+    win.close()

@@ -1,15 +1,16 @@
-"""Settings > Line outputs: the MQTT broker and the Modbus TCP PLC / remote I/O (both off by default).
+"""Settings > Line outputs: the MQTT broker, the Modbus TCP PLC / remote I/O and the OPC UA server
+(all off by default), with the triggers from the line (MQTT commands, the Modbus trigger; off too).
 
 A group box the settings dialog shows below the records; it edits copies of
-``StationSettings.mqtt`` / ``.modbus`` (``station.line_settings``) and says in words what keeps an
-enabled output from starting. The password field never shows what it holds.
+``StationSettings.mqtt`` / ``.modbus`` / ``.opcua`` (``station.line_settings``) and says in words
+what keeps an enabled output from starting. The password fields never show what they hold.
 """
 from __future__ import annotations
 
-from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox,
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from station.line_settings import ModbusSettings, MqttSettings, default_station_name
+from station.line_settings import TRIGGER_KINDS, ModbusSettings, MqttSettings, OpcUaSettings, default_station_name
 
 
 def _spin(value: int, low: int, high: int, suffix: str = "") -> QSpinBox:
@@ -24,12 +25,14 @@ def _spin(value: int, low: int, high: int, suffix: str = "") -> QSpinBox:
 class LineOutputsBox(QGroupBox):
     """See the module docstring."""
 
-    def __init__(self, mqtt: MqttSettings, modbus: ModbusSettings, parent: QWidget | None = None):
+    def __init__(self, mqtt: MqttSettings, modbus: ModbusSettings, opcua: OpcUaSettings | None = None,
+                 parent: QWidget | None = None):
         super().__init__("Line outputs", parent)
         self.setObjectName("lineOutputs")
         lay = QVBoxLayout(self)
         lay.addWidget(self._mqtt_box(mqtt))
         lay.addWidget(self._modbus_box(modbus))
+        lay.addWidget(self._opcua_box(opcua or OpcUaSettings()))
         note = QLabel("Every result waits in the results database until the line has taken it; after an "
                       "outage the waiting results go out in order. The status bar shows each output.")
         note.setWordWrap(True)
@@ -68,7 +71,12 @@ class LineOutputsBox(QGroupBox):
         form.addRow("Station name", self.mqtt_station)
         form.addRow("User name", self.mqtt_user)
         form.addRow("Password", self.mqtt_password)
+        self.mqtt_commands = QCheckBox("Take inspect commands (cmd/inspect; answers on cmd/ack)")
+        self.mqtt_commands.setToolTip("The line asks for one inspection by publishing to "
+                                      "<prefix>/<station>/cmd/inspect (triggered mode)")
+        self.mqtt_commands.setChecked(bool(m.commands))
         form.addRow(self.mqtt_tls)
+        form.addRow(self.mqtt_commands)
         for text, holder in zip(("CA certificate", "Client certificate", "Client key"), self._file_rows):
             form.addRow(text, holder)
         self.mqtt_tls.toggled.connect(self._tls_rows)
@@ -141,8 +149,73 @@ class LineOutputsBox(QGroupBox):
         form.addRow("Coils", grid)
         form.addRow("First register", self.modbus_registers)
         form.addRow("Result pulse", timing)
+        # the trigger from the PLC: one row (the dialog fits a 1366 x 768 screen)
+        self.trigger_on = QCheckBox("Trigger")
+        self.trigger_on.setToolTip("The station polls this coil or holding register; a rising edge inspects one part "
+                                   "(triggered mode)")
+        self.trigger_on.setChecked(bool(b.trigger_enabled))
+        self.trigger_kind = QComboBox()
+        self.trigger_kind.addItems(list(TRIGGER_KINDS))
+        self.trigger_kind.setCurrentIndex(max(0, self.trigger_kind.findText(b.trigger_kind)))
+        self.trigger_address = _spin(b.trigger_address, 0, 65535)
+        self.trigger_poll = _spin(b.trigger_poll_ms, 20, 10000, " ms")
+        self.trigger_poll.setToolTip("How often the station reads the trigger")
+        self.trigger_clear = QCheckBox("clear")
+        self.trigger_clear.setToolTip("The station writes the trigger back to off / 0 once it has taken it")
+        self.trigger_clear.setChecked(bool(b.trigger_clear))
+        self.trigger_answer = _spin(b.trigger_answer, -1, 65535)
+        self.trigger_answer.setSpecialValueText("none")
+        self.trigger_answer.setToolTip("A holding register the station writes 1 (accepted) or 2 (refused) per trigger")
+        trig = QHBoxLayout()
+        for w in (self.trigger_on, self.trigger_kind, self.trigger_address, QLabel("every"), self.trigger_poll,
+                  self.trigger_clear, QLabel("answer"), self.trigger_answer):
+            trig.addWidget(w)
+        trig.addStretch(1)
+        form.addRow("From the PLC", trig)
         self._modbus_rest = b  # fields without a widget (timeout) are kept as they were
         return box
+
+    # -- OPC UA ----------------------------------------------------------------------------
+    def _opcua_box(self, o: OpcUaSettings) -> QGroupBox:
+        self._opcua_rest = o  # the certificate folder has no widget
+        box = self.opcua_box = QGroupBox("OPC UA server: the station's state, the last result, Inspect")
+        box.setCheckable(True)
+        box.setChecked(bool(o.enabled))
+        form = QFormLayout(box)
+        self.opcua_host = QLineEdit(o.host)
+        self.opcua_host.setToolTip("The interface to listen on: 127.0.0.1 is this computer only")
+        self.opcua_port = _spin(o.port, 1, 65535)
+        row = QHBoxLayout()
+        row.addWidget(self.opcua_host, 1)
+        row.addWidget(QLabel("port"))
+        row.addWidget(self.opcua_port)
+        self.opcua_user = QLineEdit(o.username)
+        self.opcua_password = QLineEdit(o.password)
+        self.opcua_password.setEchoMode(QLineEdit.EchoMode.Password)
+        users = QHBoxLayout()
+        users.addWidget(self.opcua_user, 1)
+        users.addWidget(QLabel("password"))
+        users.addWidget(self.opcua_password, 1)
+        self.opcua_anonymous = QCheckBox("Allow anonymous")
+        self.opcua_unsecured = QCheckBox("Allow unencrypted (None)")
+        for w, on in ((self.opcua_anonymous, o.allow_anonymous), (self.opcua_unsecured, o.allow_unsecured)):
+            w.setChecked(bool(on))
+            w.setToolTip("Off by default: only Basic256Sha256 SignAndEncrypt with a user name and password")
+        risky = QHBoxLayout()
+        risky.addWidget(self.opcua_anonymous)
+        risky.addWidget(self.opcua_unsecured)
+        risky.addStretch(1)
+        form.addRow("Listen on", row)
+        form.addRow("User name", users)
+        form.addRow(risky)
+        return box
+
+    def opcua_values(self) -> OpcUaSettings:
+        return OpcUaSettings(
+            enabled=self.opcua_box.isChecked(), host=self.opcua_host.text().strip(), port=self.opcua_port.value(),
+            username=self.opcua_user.text().strip(), password=self.opcua_password.text(),
+            allow_anonymous=self.opcua_anonymous.isChecked(), allow_unsecured=self.opcua_unsecured.isChecked(),
+            cert_dir=self._opcua_rest.cert_dir)
 
     # -- values ----------------------------------------------------------------------------
     def values(self) -> tuple[MqttSettings, ModbusSettings]:
@@ -152,15 +225,20 @@ class LineOutputsBox(QGroupBox):
             username=self.mqtt_user.text().strip(), password=self.mqtt_password.text(),
             tls=self.mqtt_tls.isChecked(), ca_file=self.mqtt_ca.text().strip(),
             cert_file=self.mqtt_cert.text().strip(), key_file=self.mqtt_key.text().strip(),
-            keepalive_s=self._mqtt_rest.keepalive_s)
+            keepalive_s=self._mqtt_rest.keepalive_s, commands=self.mqtt_commands.isChecked())
         modbus = ModbusSettings(
             enabled=self.modbus_box.isChecked(), host=self.modbus_host.text().strip(), port=self.modbus_port.value(),
             unit=self.modbus_unit.value(), register_base=self.modbus_registers.value(),
             pulse_ms=self.modbus_pulse.value(), heartbeat_s=float(self.modbus_heartbeat.value()),
-            timeout_s=self._modbus_rest.timeout_s, **{k: w.value() for k, w in self.coils.items()})
+            timeout_s=self._modbus_rest.timeout_s, trigger_enabled=self.trigger_on.isChecked(),
+            trigger_kind=self.trigger_kind.currentText(), trigger_address=self.trigger_address.value(),
+            trigger_poll_ms=self.trigger_poll.value(), trigger_clear=self.trigger_clear.isChecked(),
+            trigger_answer=self.trigger_answer.value(), **{k: w.value() for k, w in self.coils.items()})
         return mqtt, modbus
 
     def problems(self) -> list[str]:
         """What keeps an enabled output from starting, in words (nothing for one switched off)."""
         mqtt, modbus = self.values()
-        return (mqtt.problems() if mqtt.enabled else []) + (modbus.problems() if modbus.enabled else [])
+        opcua = self.opcua_values()
+        return ((mqtt.problems() if mqtt.enabled else []) + (modbus.problems() if modbus.enabled else [])
+                + (opcua.problems() if opcua.enabled else []))
