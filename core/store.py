@@ -12,7 +12,8 @@ The outbox (``outbox`` table) holds what is still to be sent to the line (a PLC,
 one row per (inspection, channel), written in the same transaction as the inspection itself, so a
 result is either recorded *and* queued for every channel, or neither. A delivery worker
 (``station.outbox``) reads the pending rows of its channel in order and marks each one delivered;
-the message itself is built from the inspection row (rows never change), so a retry sends the
+the message itself is built from the inspection row (rows never change, but for evidence paths filled
+in once by :meth:`ResultsStore.set_evidence` on rows that go to no channel), so a retry sends the
 same message. Each channel numbers its rows (``seq``: 1, 2, 3, ...), a consumer can spot a gap.
 
 Timestamps are ISO-8601 UTC text with milliseconds (``2024-05-01T12:00:00.123Z``), so they sort
@@ -476,6 +477,19 @@ class ResultsStore:
         if channels:
             self._tell_outbox_listeners(channels)
         return iid
+
+    def set_evidence(self, inspection_id: int, image_path: str | Path | None,
+                     heatmap_path: str | Path | None) -> bool:
+        """Name the evidence of a row stored without any (written after the row: ``station.recording``'s
+        background writer), once: a row that already names evidence is left as it is (False). The
+        caller writes the files first, so a row never names a file that does not exist."""
+        with self._transaction() as conn:
+            cur = conn.execute(
+                "UPDATE inspections SET image_path = ?, heatmap_path = ? WHERE id = ?"
+                " AND image_path IS NULL AND heatmap_path IS NULL",
+                (None if image_path is None else str(image_path),
+                 None if heatmap_path is None else str(heatmap_path), int(inspection_id)))
+            return cur.rowcount == 1
 
     def add_error(
         self,

@@ -4,6 +4,8 @@ Same as the ``station`` console script, plus one thing only a frozen app has: th
 pre-built at build time (bundled as ``demo-recipes/``) is copied into the user's recipes folder on
 the first start, so the first start inspects within seconds instead of training for a minute and
 a half. The station's own first-run training stays in place for every other case.
+``station serve ...`` runs the local inspection API without the window (``station-cli serve``'s
+options, :mod:`station.api_serve`; ``station-cli`` itself is not shipped).
 """
 from __future__ import annotations
 
@@ -14,9 +16,13 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # offline: before anything 
 
 
 def main() -> int:
+    argv = sys.argv[1:]
+    if argv[:1] == ["serve"]:  # the local inspection API without the window (docs/API.md)
+        from station.api_serve import main as serve_main
+
+        return serve_main(argv[1:])
     from station.qt.app import main as station_main, parse_args
 
-    argv = sys.argv[1:]
     args = parse_args(argv)  # --help and bad options exit here, as they would in station_main
     if not args.self_test:  # the self-test seeds its own temporary folders
         try:

@@ -1,14 +1,17 @@
 """The inspection service behind the local API (``station-cli serve``, :mod:`station.api`). Qt-free.
 
-One recipe is active at a time. Requests go to ONE inference worker thread through a bounded
-queue: a full queue is refused at once (the HTTP layer answers 503 with Retry-After, before the
-upload is even read), never waited on. The queue holds the uploads' bytes (bounded by the upload
-limit); a decoder thread takes them in order and decodes (``core.images``, header-first limits)
-into a hand-over slot of ONE decoded image, so decoding the next part overlaps judging this one on
-the other core, and at most three decoded images exist at once (being decoded, waiting, being
-judged) whatever the queue holds. The inference worker does for each part what the live station's
-worker does: ``Inspector.inspect``, then :func:`station.recording.record` (the station's evidence
-format and its results store row, one implementation); rows land in the order the parts came.
+One recipe is active at a time. Requests go to the inference workers (two on a PC with two cores
+or more, one thread each, sharing one inspector: the batch's arrangement, ``core.batch``; one
+otherwise) through a bounded queue: at most ``queue_size`` uploads and ``queue_bytes`` of them
+together wait, a full queue is refused at once (the HTTP layer answers 503 with Retry-After, before
+the upload is even read when the count is reached), never waited on. Each worker takes the next
+upload, decodes it (``core.images``: header-first limits, one decode) and does for the part what
+the live station's worker does: ``Inspector.inspect``, then :func:`station.recording.record` (the
+station's results store row and evidence format, one implementation). The answer goes out as soon
+as the row exists: the evidence files (the upload's own bytes, the overlay, the maps) are written
+after it by ONE background writer (``station.recording.EvidenceWriter``, at most two parts waiting,
+then the workers wait for it) and named in the row only once they exist. So at most
+``workers`` + 3 decoded images exist at once whatever the load.
 
 Degraded mode: when a recipe is loaded every model is tried on the recipe's own reference part; a
 model whose score is not a number there (or on a part) cannot be used, and the others judge alone
@@ -20,8 +23,10 @@ Requests refused with an error (not an image, too large, no recipe...) leave no 
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import logging
 import math
+import os
 import queue
 import sqlite3
 import threading
@@ -41,7 +46,7 @@ from core.recipe import Recipe, RecipeError, load_recipe, products, recipe_path,
 from core.store import StoreError
 from core.types import Inspection
 from station.context import StationContext
-from station.recording import RecordOutcome, RecordPolicy, record, record_failure
+from station.recording import EvidenceWriter, RecordOutcome, RecordPolicy, record, record_failure
 from station.retention import DiskStatus, Housekeeper
 
 log = logging.getLogger(__name__)
@@ -49,7 +54,8 @@ log = logging.getLogger(__name__)
 MODE = "api"  # stored with each inspection the service records
 MB = 2 ** 20
 DEFAULT_UPLOAD_LIMIT = 10 * MB
-DEFAULT_QUEUE = 8
+DEFAULT_QUEUE = 32  # a second of work or more: clients told Retry-After 1 s find the workers still busy
+DEFAULT_QUEUE_BYTES = 64 * MB  # ... and at most this much waiting upload (whatever the count)
 MAX_SOURCE = 200  # characters of a part id or an uploaded file's name kept as the record's source
 
 # ImageError code -> HTTP status: too large 413, not an image at all 415, a damaged image 400
@@ -78,10 +84,13 @@ def too_large(size: int, limit: int, what: str = "The upload") -> ApiError:
 @dataclass(frozen=True)
 class ServiceConfig:
     upload_limit: int = DEFAULT_UPLOAD_LIMIT  # bytes of one uploaded image
-    queue_size: int = DEFAULT_QUEUE  # parts waiting for the worker (the one being judged not counted)
+    queue_size: int = DEFAULT_QUEUE  # parts waiting for the workers (the ones being judged not counted)
+    queue_bytes: int = DEFAULT_QUEUE_BYTES  # their uploads together (one part is always let in)
     keep_images: str = "review_fail"  # whose evidence is kept (REVIEW always): all / review_fail / none
     backend: str = "auto"  # the Inspector's: auto / onnx / torch
-    threads: int | None = None  # inference threads (None: every core)
+    threads: int | None = None  # intra-op threads of the inspector (None: the cores shared out among the workers)
+    workers: int | None = None  # inference workers sharing one inspector (None: 2 with >= 2 cores, else 1)
+    defer_evidence: bool = True  # answer once the row exists; evidence written after (station.recording)
     spin: bool = False  # ONNX Runtime spinning between operators: off, the server's threads share the cores
     housekeeping: bool = True  # bound the kept evidence and watch the disk (station.retention)
 
@@ -155,6 +164,7 @@ class InspectionService:
 
     def __init__(self, context: StationContext, recipes_root: str | Path, config: ServiceConfig | None = None,
                  trusted_keys=None):
+        cores = os.cpu_count() or 1
         self.context = context
         self.recipes_root = Path(recipes_root)
         self.config = config or ServiceConfig()
@@ -163,13 +173,16 @@ class InspectionService:
         self._loaded: LoadedRecipe | None = None
         self._swap = threading.Lock()  # one recipe load at a time
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max(1, int(self.config.queue_size)))
-        self._decoded: queue.Queue[_Job | None] = queue.Queue(maxsize=1)  # one decoded part waits for the worker
-        self._thread: threading.Thread | None = None  # the inference worker
-        self._decoder: threading.Thread | None = None
+        self.workers = max(1, int(self.config.workers or (2 if cores >= 2 else 1)))
+        self.threads = self.config.threads or max(1, cores // self.workers)
+        self._threads: list[threading.Thread] = []  # the inference workers
+        self._thread: threading.Thread | None = None  # the first of them (None: not running)
+        self.writer: EvidenceWriter | None = None  # evidence written after the answer
+        self._frames = itertools.count(1)
+        self._queued_bytes = 0  # the uploads waiting in the queue, together
         self._in_flight = 0  # parts taken from the queue and not answered yet (decoding, waiting, judged)
         self._count_lock = threading.Lock()
         self._seconds = 0.05  # moving average of a part's time in the worker (Retry-After)
-        self._count = 0
         self._last_unavailable: dict[str, str] = {}
         self.store_problem: str | None = None  # the last write the store refused, None when it works
         self.disk: DiskStatus | None = None
@@ -179,10 +192,16 @@ class InspectionService:
     def start(self) -> None:
         if self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._run, name="api-inference", daemon=True)
-        self._decoder = threading.Thread(target=self._decode_run, name="api-decode", daemon=True)
-        self._thread.start()
-        self._decoder.start()
+        while not self._queue.empty():  # a stop's end-of-work marks left for the workers
+            self._queue.get_nowait()
+        self._queued_bytes = 0
+        if self.config.defer_evidence:
+            self.writer = EvidenceWriter(capacity=2).start()
+        self._threads = [threading.Thread(target=self._run, name=f"api-inference-{i}", daemon=True)
+                         for i in range(self.workers)]
+        self._thread = self._threads[0]
+        for t in self._threads:
+            t.start()
         if self.config.housekeeping and self.housekeeper is None:
             ctx = self.context
             self.housekeeper = Housekeeper(ctx.evidence, lambda: ctx.settings.retention(),
@@ -203,12 +222,13 @@ class InspectionService:
                 break
             if job is not None and job.future.set_running_or_notify_cancel():
                 job.future.set_exception(ApiError(503, "shutting_down", "The service is stopping."))
-        self._queue.put(None)  # the decoder passes it on to the worker
-        if self._decoder is not None:
-            self._decoder.join(timeout)
-            self._decoder = None
-        self._thread.join(timeout)
-        self._thread = None
+        self._queue.put(None)  # each worker passes it on to the next
+        for t in self._threads:
+            t.join(timeout)
+        self._threads, self._thread = [], None
+        if self.writer is not None:  # what the workers handed over is written before the service ends
+            self.writer.stop(timeout)
+            self.writer = None
 
     def _disk_checked(self, status: DiskStatus) -> None:
         self.disk = status
@@ -225,12 +245,18 @@ class InspectionService:
             recipe = load_recipe(self.recipes_root, product, trusted_keys=self.trusted_keys)
         else:
             recipe = load_recipe(self.recipes_root, product, int(version), trusted_keys=self.trusted_keys)
-        inspector = Inspector(recipe, backend=self.config.backend, threads=self.config.threads,
-                              spin=self.config.spin)
+        inspector = Inspector(recipe, backend=self.config.backend, threads=self.threads, spin=self.config.spin)
         unavailable = probe_models(recipe, inspector)
         for m, why in unavailable.items():
             log.warning("Recipe %s: %s cannot be used (%s); judging with the others, no part PASSes", recipe.label,
                         m, why)
+        when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        return LoadedRecipe(recipe, inspector, unavailable, when)
+
+    def build_from(self, recipe: Recipe) -> LoadedRecipe:
+        """A recipe already loaded and checked (the station's own) with an inspector of its own."""
+        inspector = Inspector(recipe, backend=self.config.backend, threads=self.threads, spin=self.config.spin)
+        unavailable = probe_models(recipe, inspector)
         when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
         return LoadedRecipe(recipe, inspector, unavailable, when)
 
@@ -289,10 +315,14 @@ class InspectionService:
             raise ApiError(503, "not_running", "The inspection worker is not running.")
         job = _Job(data, str(name)[:MAX_SOURCE], None if part_id is None else str(part_id)[:MAX_SOURCE], heatmap,
                    Future())
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise self.busy_error() from None
+        with self._count_lock:
+            if self._queued_bytes and self._queued_bytes + len(data) > self.config.queue_bytes:
+                raise self.busy_error()
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                raise self.busy_error() from None
+            self._queued_bytes += len(data)
         return job.future
 
     def inspect(self, data: bytes, name: str = "", part_id: str | None = None, heatmap: bool = False,
@@ -302,7 +332,7 @@ class InspectionService:
 
     def retry_after(self) -> int:
         """Seconds until the queue has room again, about (at least 1)."""
-        return max(1, math.ceil((self.queue_depth + 1) * self._seconds))
+        return max(1, math.ceil((self.queue_depth + 1) * self._seconds / self.workers))
 
     @property
     def full(self) -> bool:
@@ -322,41 +352,29 @@ class InspectionService:
         with self._count_lock:
             self._in_flight -= 1
 
-    def _decode_run(self) -> None:
-        """The uploads in order -> decoded images, handed to the worker one at a time."""
+    def _run(self) -> None:
+        """One inference worker: the uploads in order -> decoded (``core.images``) -> judged -> answered."""
         while True:
             job = self._queue.get()
             if job is None:
-                self._decoded.put(None)
+                self._queue.put(None)  # for the other workers
                 return
+            with self._count_lock:
+                self._queued_bytes -= len(job.data)
             if not job.future.set_running_or_notify_cancel():
                 continue
             with self._count_lock:
                 self._in_flight += 1
-            t0 = time.perf_counter()
-            job.timings["queued"] = (t0 - job.enqueued) * 1e3
-            try:
-                job.image = decode_image(job.data, job.name or None)
-            except ImageError as exc:
-                self._answered()  # counted out before the request hears of it
-                job.future.set_exception(image_error(exc))
-                continue
-            except BaseException as exc:  # noqa: BLE001 - handed to the request, the decoder goes on
-                self._answered()
-                job.future.set_exception(exc)
-                continue
-            job.timings["decode"] = (time.perf_counter() - t0) * 1e3
-            self._decoded.put(job)
-
-    def _run(self) -> None:
-        while True:
-            job = self._decoded.get()
-            if job is None:
-                return
             t = time.perf_counter()
+            job.timings["queued"] = (t - job.enqueued) * 1e3
             result: Judged | None = None
             error: BaseException | None = None
             try:
+                try:
+                    job.image = decode_image(job.data, job.name or None)
+                except ImageError as exc:
+                    raise image_error(exc) from exc
+                job.timings["decode"] = (time.perf_counter() - t) * 1e3
                 result = self._judge(job)
             except BaseException as exc:  # noqa: BLE001 - handed to the request, the worker goes on
                 error = exc
@@ -378,10 +396,10 @@ class InspectionService:
         t1 = time.perf_counter()
         timings = dict(job.timings)
         timings["waited"] = (t1 - job.enqueued) * 1e3 - timings["queued"] - timings["decode"]
-        self._count += 1
-        source = job.part_id or job.name or f"api-{self._count}"
+        frame = next(self._frames)
+        source = job.part_id or job.name or f"api-{frame}"
         try:
-            inspection = loaded.inspector.inspect(image, source=source, frame_id=self._count)
+            inspection = loaded.inspector.inspect(image, source=source, frame_id=frame)
             unavailable = {**loaded.unavailable, **unusable_models(inspection)}
             inspection = judge_without(inspection, unavailable)
         except NoUsableModel as exc:
@@ -402,7 +420,7 @@ class InspectionService:
             timings["heatmap"] = (time.perf_counter() - t2) * 1e3
         t3 = time.perf_counter()
         outcome = record(self.context.store, self.context.evidence, inspection, image, self.policy,
-                         original=job.data, blended=blended)
+                         original=job.data, blended=blended, writer=self.writer)
         self.store_problem = outcome.problem if outcome.inspection_id is None else None
         timings["record"] = (time.perf_counter() - t3) * 1e3
         return Judged(inspection, outcome, recipe, unavailable, png, timings, job.part_id)

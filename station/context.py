@@ -18,8 +18,9 @@ from core.atomic import write_text_atomic
 from core.recipe import (Recipe, RecipeError, Skipped, check_product_name, load_latest_good, load_recipe, products,
                          versions)
 from core.store import ResultsStore
+from station.api_settings import ApiSettings
 from station.evidence import EvidenceFolder
-from station.line_settings import ModbusSettings, MqttSettings
+from station.line_settings import ModbusSettings, MqttSettings, OpcUaSettings
 from station.retention import RetentionPolicy
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ class StationSettings:
     # line outputs (station.line_settings, docs/LINE_INTEGRATION.md): both off unless switched on
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     modbus: ModbusSettings = field(default_factory=ModbusSettings)
+    opcua: OpcUaSettings = field(default_factory=OpcUaSettings)
+    # the local inspection API served by the station (station.api_settings, docs/API.md): off by default
+    api: ApiSettings = field(default_factory=ApiSettings)
 
     def __post_init__(self) -> None:
         # from station.json they come as JSON objects
@@ -75,6 +79,10 @@ class StationSettings:
             self.mqtt = MqttSettings.from_dict(self.mqtt)
         if not isinstance(self.modbus, ModbusSettings):
             self.modbus = ModbusSettings.from_dict(self.modbus)
+        if not isinstance(self.opcua, OpcUaSettings):
+            self.opcua = OpcUaSettings.from_dict(self.opcua)
+        if not isinstance(self.api, ApiSettings):
+            self.api = ApiSettings.from_dict(self.api)
 
     def retention(self) -> RetentionPolicy:
         return RetentionPolicy(days=max(1.0, float(self.evidence_days)), max_gb=max(0.1, float(self.evidence_max_gb)),

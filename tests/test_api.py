@@ -128,6 +128,7 @@ def test_inspect_answers_the_engines_verdict_records_it_and_keeps_the_evidence(a
     overlay = cv2.imdecode(np.frombuffer(base64.b64decode(b["heatmap_png"]), np.uint8), cv2.IMREAD_COLOR)
     assert overlay.shape == (128, 128, 3)
 
+    assert api.service.writer.flush(30)  # the evidence is written after the answer (station.recording)
     rec = api.ctx.store.get_inspection(b["id"])  # the row station.recording wrote
     assert rec is not None and rec.verdict == "FAIL" and rec.mode == "api" and rec.source == "P-0001"
     assert Path(rec.image_path).read_bytes() == png  # the upload's own bytes, as the station keeps them
@@ -310,7 +311,7 @@ def test_a_full_queue_is_answered_503_with_retry_after(api):
     from station.api_service import InspectionService, ServiceConfig
 
     held = _Held(api.service.loaded.inspector)
-    service = InspectionService(api.ctx, api.root, ServiceConfig(queue_size=1, housekeeping=False))
+    service = InspectionService(api.ctx, api.root, ServiceConfig(queue_size=1, workers=2, housekeeping=False))
     service.use(dataclasses.replace(api.service.loaded, inspector=held))
     server = _serve(service, api.jobs)
     answers: list[httpx.Response] = []
@@ -321,14 +322,14 @@ def test_a_full_queue_is_answered_503_with_retry_after(api):
 
     posters = []
     try:
-        while not service.full and len(posters) < 10:  # fill the pipeline: worker, decoded slot, decoder, queue
+        while not service.full and len(posters) < 10:  # fill the pipeline: the workers, then the queue
             posters.append(threading.Thread(target=post, args=(len(posters),)))
             posters[-1].start()
             deadline = time.monotonic() + 30
             while service.queue_depth < len(posters) and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert held.entered.wait(30)  # the worker holds part 0
-        assert service.full and len(posters) == 4, len(posters)
+        assert service.full and len(posters) == service.workers + 1, len(posters)
         with httpx.Client(base_url=server.url, timeout=60) as c:
             full = c.post("/v1/inspect", files={"file": ("q.png", good_png(29))})
         _is_error(full, 503, "busy")
@@ -336,7 +337,7 @@ def test_a_full_queue_is_answered_503_with_retry_after(api):
         held.release.set()
         for t in posters:
             t.join(60)
-        assert [a.status_code for a in answers] == [200] * 4  # every part let in is judged
+        assert [a.status_code for a in answers] == [200] * len(posters)  # every part let in is judged
         assert service.queue_depth == 0
     finally:
         held.release.set()
@@ -540,3 +541,104 @@ def test_station_cli_serve_runs_the_service_with_a_token_file(tiny_recipe_root, 
     assert out.count(token) == 1  # printed once, when it was made
     assert "Serving the inspection API on 127.0.0.1:" in err
     assert (tmp_path / "data" / "results.sqlite").is_file()  # the station's own store by default
+
+
+def test_evidence_is_written_after_the_answer_and_named_in_the_row_only_once_it_exists(api, monkeypatch):
+    """The answer comes once the row exists; the row names the kept files only after they are written."""
+    evidence = api.ctx.evidence
+    save, entered, release = evidence.save, threading.Event(), threading.Event()
+
+    def held_save(*args, **kwargs):
+        entered.set()
+        assert release.wait(60)
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(evidence, "save", held_save)
+    try:
+        r = api.client.post("/v1/inspect", files={"file": ("late.png", defect_png(5))})
+        assert r.status_code == 200 and r.json()["decision"] == "FAIL"
+        assert entered.wait(30)  # the writer is on it, the client already has its answer
+        rec = api.ctx.store.get_inspection(r.json()["id"])
+        assert rec is not None and rec.verdict == "FAIL"
+        assert rec.image_path is None and rec.heatmap_path is None  # nothing named before it is written
+    finally:
+        release.set()
+    assert api.service.writer.flush(30)
+    rec = api.ctx.store.get_inspection(r.json()["id"])
+    assert Path(rec.image_path).read_bytes() == defect_png(5) and Path(rec.heatmap_path).is_file()
+    assert not api.ctx.store.set_evidence(rec.id, "/elsewhere.png", None)  # named once, never renamed
+    assert api.ctx.store.get_inspection(rec.id).image_path == rec.image_path
+
+
+def test_two_workers_judge_two_parts_at_once_with_one_inspector(api):
+    from station.api_service import InspectionService, ServiceConfig
+
+    class Counting(_Held):
+        def __init__(self, inner):
+            super().__init__(inner)
+            self.inside = self.most = 0
+            self.lock = threading.Lock()
+
+        def inspect(self, *args, **kwargs):
+            with self.lock:
+                self.inside += 1
+                self.most = max(self.most, self.inside)
+                both = self.most >= 2
+            if both:
+                self.release.set()
+            try:
+                return super().inspect(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.inside -= 1
+
+    held = Counting(api.service.loaded.inspector)
+    service = InspectionService(api.ctx, api.root, ServiceConfig(queue_size=2, workers=2, housekeeping=False))
+    assert service.workers == 2 and service.threads >= 1
+    service.use(dataclasses.replace(api.service.loaded, inspector=held))
+    server = _serve(service, api.jobs)
+    try:
+        out: list[httpx.Response] = []
+
+        def post(i):
+            with httpx.Client(base_url=server.url, timeout=60) as c:
+                out.append(c.post("/v1/inspect", files={"file": (f"w{i}.png", good_png(40 + i))}))
+
+        ts = [threading.Thread(target=post, args=(i,)) for i in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        assert held.most == 2  # each part waited until the other one was being judged too
+        assert sorted(r.status_code for r in out) == [200, 200]
+        ids = [r.json()["id"] for r in out]
+        assert all(api.ctx.store.get_inspection(i) is not None for i in ids) and len(set(ids)) == 2
+    finally:
+        held.release.set()
+        server.stop()
+
+
+def test_the_waiting_uploads_are_bounded_in_bytes_too(api):
+    from station.api_service import ApiError, InspectionService, ServiceConfig
+
+    png = good_png(60)
+    held = _Held(api.service.loaded.inspector)
+    service = InspectionService(api.ctx, api.root, ServiceConfig(queue_size=8, queue_bytes=len(png) + 10, workers=1,
+                                                                 housekeeping=False))
+    service.use(dataclasses.replace(api.service.loaded, inspector=held))
+    service.start()
+    try:
+        first = service.submit(png, "b0.png")
+        assert held.entered.wait(30)  # the worker holds it: it no longer counts as waiting
+        second = service.submit(png, "b1.png")  # waits: its bytes are within the budget
+        with pytest.raises(ApiError) as refused:
+            service.submit(png, "b2.png")  # two uploads would be more than the budget, though the count is not
+        assert refused.value.status == 503 and refused.value.code == "busy"
+        assert int(refused.value.headers["Retry-After"]) >= 1
+        held.release.set()
+        assert first.result(60).outcome.inspection_id is not None
+        assert second.result(60).outcome.inspection_id is not None
+        assert service.submit(png, "b3.png").result(60).outcome.inspection_id is not None  # room again
+    finally:
+        held.release.set()
+        service.stop()

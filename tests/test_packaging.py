@@ -405,6 +405,50 @@ def test_installed_app_writes_only_to_the_user_folders(installed, tmp_path):
     assert outside == [], f"the installed station wrote under HOME outside its own folders: {outside}"
 
 
+def test_installed_app_serves_the_inspection_api(installed, tiny_recipe_path, tmp_path):
+    """``station serve`` of the installed app: uvicorn's lazily imported loop, HTTP protocol and
+    lifespan modules, FastAPI and python-multipart are in the bundle; it answers /v1/health and
+    judges an uploaded part."""
+    import httpx
+
+    from core.images import encode_png
+    from station.demo import PartGenerator
+
+    r = subprocess.run([installed.exec_path(), "serve", "--help"], env=installed.env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--recipe" in r.stdout, r.stdout + r.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**installed.env, "STATION_DATA_DIR": str(tmp_path / "data"), "STATION_CONFIG_DIR": str(tmp_path / "cfg")}
+    proc = subprocess.Popen([installed.exec_path(), "serve", "--recipe", str(tiny_recipe_path), "--port", str(port)],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    health = None
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=2).json()
+                break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        assert health is not None and health["status"] == "ok", proc.poll()
+        assert health["engine"]["backend"] == "onnx" and health["recipe"]["product"] == "tiny"
+        part = encode_png(PartGenerator("bracket", (128, 128), seed=0).good(500).image)
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/inspect", files={"file": ("p.png", part)}, timeout=60)
+        assert answer.status_code == 200 and answer.json()["stored"], answer.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal it caught (its exit status)
+    assert proc.returncode in (0, -signal.SIGTERM), out[-4000:]
+    assert "Traceback" not in out, out[-4000:]
+
+
 def test_install_refuses_a_too_old_glibc(installed, tmp_path):
     info = json.loads((installed.top / "app" / "_internal" / "build-info.json").read_text())
     assert info["glibc_required"] and info["glibc_required"].startswith("2.")

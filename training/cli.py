@@ -363,96 +363,10 @@ def cmd_sign_recipe(args) -> int:
     return 0
 
 
-def _serve_recipe(text: str, recipes_root: Path) -> tuple[Path, str | None, int | None]:
-    """``--recipe`` of ``serve`` -> (recipes root, product or None, version or None).
-
-    A version folder (``.../widget/v0002``), a product folder (its newest usable version), a product
-    folder with no version yet or a recipes folder (no recipe active: calibrate, then activate), or
-    a product name of the station's own recipe library."""
-    import re
-
-    from core.recipe import MANIFEST, products, versions
-
-    p = Path(text)
-    if (p / MANIFEST).is_file():
-        m = re.match(r"^v(\d{4,})$", p.name)
-        if not m:
-            raise SystemExit(f"error: {p} is a recipe, but not in a product's version folder (<product>/vNNNN)")
-        return p.parent.parent, p.parent.name, int(m.group(1))
-    if p.is_dir():
-        if versions(p.parent, p.name):
-            return p.parent, p.name, None
-        if products(p):
-            return p, None, None
-        return p.parent, None, None
-    if p.exists():
-        raise SystemExit(f"error: --recipe {p} is not a folder")
-    if len(p.parts) == 1:  # a product name: the station's recipe library
-        return recipes_root, (text if versions(recipes_root, text) else None), None
-    raise SystemExit(f"error: --recipe {p} was not found")
-
-
 def cmd_serve(args) -> int:
-    from core.recipe import RecipeError
-    from core.runtime import tune_for_inference
-    from core.store import StoreError
-    from core.trainer import TrainConfig
-    from station.api import create_app
-    from station.api_jobs import CalibrationJobs
-    from station.api_service import MB, InspectionService, ServiceConfig
-    from station.api_token import TokenError, is_loopback, token_for
-    from station.context import StationContext
+    from station.api_serve import run
 
-    try:
-        ctx = StationContext(store_path=args.store)
-    except (StoreError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        root, product, version = _serve_recipe(args.recipe, ctx.recipes_root)
-        config = ServiceConfig(upload_limit=int(args.upload_limit_mb * MB), queue_size=args.queue,
-                               keep_images=args.keep, backend=args.backend, threads=args.threads)
-        try:
-            trusted = _trusted_keys(args) or ctx.trusted_keys()
-            token = token_for(args.host, ctx.config_dir, args.token_file)
-        except (TokenError, OSError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        tune_for_inference(args.threads)  # this process is the service's: it owns the pools
-        service = InspectionService(ctx, root, config, trusted_keys=trusted)
-        if product is not None:
-            try:
-                loaded = service.build(product, version)
-            except RecipeError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
-            service.use(loaded)
-            print(f"Recipe {loaded.recipe.label} ({loaded.inspector.backend})"
-                  + (f"; DEGRADED: {', '.join(f'{m} {w}' for m, w in loaded.unavailable.items())}: no part is "
-                     "PASSed" if loaded.degraded else ""), file=sys.stderr)
-        else:
-            print(f"note: no recipe is active ({root}): calibrate a product (POST /v1/calibrate), then activate it",
-                  file=sys.stderr)
-        jobs = CalibrationJobs(root, ctx.data_dir / "api-uploads", TrainConfig(threads=args.threads),
-                               image_limit=config.upload_limit)
-        app = create_app(service, jobs, token)
-        if token is not None and token.created:
-            print(f"Access token (shown only now; kept in {token.path}, readable by you only): {token.value}")
-        if token is not None:
-            print(f"Every request but /v1/health needs 'Authorization: Bearer <token>' (token file {token.path}).",
-                  file=sys.stderr)
-        if not is_loopback(args.host):
-            print(f"note: listening on {args.host}, beyond this PC: only clients with the token are served",
-                  file=sys.stderr)
-        print(f"Serving the inspection API on {args.host}:{args.port} (operations: /docs; Ctrl+C stops)",
-              file=sys.stderr, flush=True)
-        import uvicorn
-
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
-                    access_log=bool(args.verbose), lifespan="on")
-    finally:
-        ctx.close()
-    return 0
+    return run(args)
 
 
 def training_options(sp) -> None:
@@ -527,25 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_benchmark)
 
     v = sub.add_parser("serve", help="the local inspection API over HTTP (docs/API.md)")
-    v.add_argument("--recipe", required=True,
-                   help="a recipe version folder, a product folder (its newest usable version), a new product's "
-                        "folder or a recipes folder (nothing active until a version is activated), or a product "
-                        "of the station's recipe library; calibrations are saved beside it")
-    v.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this PC only; any other needs the token)")
-    v.add_argument("--port", type=int, default=8470)
-    v.add_argument("--token-file", metavar="FILE",
-                   help="the access token's file (made, readable by you only, when missing; default: api-token in "
-                        "the station's config folder, used when bound beyond loopback); given, the token is "
-                        "required on loopback too")
-    v.add_argument("--store", metavar="DB", help="results store (default: the station's, in its data folder)")
-    v.add_argument("--keep", choices=("all", "review_fail", "none"), default="review_fail",
-                   help="whose evidence is kept in the station's images folder (REVIEW parts always)")
-    v.add_argument("--queue", type=int, default=8, help="parts that may wait for the worker (beyond: 503)")
-    v.add_argument("--upload-limit-mb", type=float, default=10.0, help="largest image upload, MB (default 10)")
-    v.add_argument("--trusted-keys", metavar="DIR",
-                   help="use only recipes signed by one of the public keys (*.pub) in DIR")
-    common(v)
+    from station.api_serve import add_arguments as serve_arguments
+
+    serve_arguments(v)
     v.set_defaults(func=cmd_serve)
 
     k = sub.add_parser("keygen", help="make an Ed25519 key pair for signing recipes")

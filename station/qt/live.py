@@ -10,16 +10,19 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable
 
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal
 
 from station.qt.capture import CaptureController
+from station.api_station import StationApi
 from station.context import StationContext
 from station.qt.inference import InferenceController, InspectionResult, LoadedRecipe
 from station.live_state import LiveState, LiveStateMachine, Shown, SourceState
 from station.mailbox import MODES, TRIGGERED
-from station.outbox import LineOutputs
+from station.outbox import LineOutputs, TriggerAnswer, TriggerRequest
 from station.recording import Recorder, RecordPolicy
 from station.retention import Housekeeper
 from station.shift import ShiftCounters
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SOURCE_DOWN = (SourceState.LOST, SourceState.FAILED, SourceState.STOPPED)
 TRIGGER_PATIENCE_MS = 3000  # after this, "Inspecting…" says what it is waiting for
+LINE_TRIGGER_ANSWER_S = 5.0  # a trigger from the line that the UI thread has not taken by then is refused
 
 
 class LivePipeline(QObject):
@@ -49,6 +53,7 @@ class LivePipeline(QObject):
     shift_changed = Signal(object)  # ShiftSnapshot
     error_occurred = Signal(str)  # plain words, also logged
     disk_changed = Signal(object)  # station.retention.DiskStatus, every half minute
+    _line_trigger = Signal(object)  # (TriggerRequest, Future): a trigger from the line, to the UI thread
 
     def __init__(self, context: StationContext, force_demo: bool = False,
                  inspector_factory: Callable | None = None, source_factory: Callable | None = None,
@@ -72,7 +77,13 @@ class LivePipeline(QObject):
             self.disk_changed.emit, startup=lambda: startup_sweep(context))  # first: what a kill left behind
         # results to the line (MQTT, Modbus): one delivery thread per enabled output, fed by the
         # store's outbox; the status bar reads ``line.snapshot()`` (never the network or the store)
-        self.line = LineOutputs(context.store)
+        # triggers from the line (MQTT command, Modbus trigger, OPC UA Inspect) come through one hook,
+        # ``_trigger_from_line`` (any thread), and are taken on the UI thread by ``request_trigger``
+        self.line = LineOutputs(context.store, on_trigger=self._trigger_from_line, config_dir=context.config_dir)
+        self._line_waiting: set[Future] = set()
+        # the local inspection API, when Settings > Inspection API switches it on (station.api_station)
+        self.api = StationApi(context)
+        self._line_trigger.connect(self._on_line_trigger, Qt.ConnectionType.QueuedConnection)
         self.loaded: LoadedRecipe | None = None
         self.states = LiveStateMachine()  # the one state machine of the live station (station.live_state)
         self._task: Task | None = None
@@ -140,6 +151,7 @@ class LivePipeline(QObject):
         if self._record:
             self.line.apply(self.context.settings)
         self.start_source()
+        self._api_follows()
         self._show(self.states.starting())
         shift, context = self.shift, self.context
 
@@ -164,6 +176,10 @@ class LivePipeline(QObject):
         """Stop everything and wait for every thread (window close)."""
         self._closing = True
         self._trigger_timer.stop()
+        for fut in list(self._line_waiting):  # a delivery worker waiting for an answer gets one now
+            if fut.set_running_or_notify_cancel():
+                fut.set_result(TriggerAnswer(False, "the station is closing"))
+        self._line_waiting.clear()
         for task in [self._task, *self._finishing]:
             if task is not None:
                 task.shutdown()
@@ -173,6 +189,7 @@ class LivePipeline(QObject):
         self.inference.stop()
         self.housekeeper.stop()
         self.line.close(timeout=3.0)  # each output says goodbye (MQTT offline, Modbus ready off)
+        self.api.close()
 
     # -- recipes ----------------------------------------------------------------------------
     def _started(self, result) -> None:
@@ -244,6 +261,7 @@ class LivePipeline(QObject):
             log.warning("%s runs on torch: %s", loaded.label, loaded.fallback_reason)
         self._show(self.states.recipe_ready(loaded.label))
         self.recipe_changed.emit(loaded)
+        self._api_follows()
 
     def _on_recipe_failed(self, message: str) -> None:
         self._persist_next_load = False
@@ -283,30 +301,77 @@ class LivePipeline(QObject):
 
     def trigger(self) -> bool:
         """Triggered mode: inspect the next captured frame once. False (and why) when it cannot."""
+        return self.request_trigger()[0]
+
+    def request_trigger(self, source: str = "operator") -> tuple[bool, str]:
+        """``trigger`` with its answer: (accepted, why not in words). UI thread only."""
+        if self._closing:
+            return False, "the station is closing"
         if self.mode != TRIGGERED:
-            return False
+            return False, f"the station is not in triggered mode (it inspects {self.mode})"
         if self._pending_trigger is not None:
-            return False  # one at a time: the verdict is on its way
+            return False, "a part is still being inspected (one trigger at a time)"  # its verdict is on its way
         if self.states.holds:
-            self._error(f"Inspection is paused: {next(iter(self.states.holds.values()))}")
-            return False
+            why = next(iter(self.states.holds.values()))
+            self._error(f"Inspection is paused: {why}")
+            return False, f"inspection is paused: {why}"
         if not self.ready:
             self._error("No recipe is ready yet: wait until the recipe has loaded.")
-            return False
+            return False, "no recipe is ready yet"
         if self.capture.state in SOURCE_DOWN:
-            self._error(f"{getattr(self.source, 'name', 'The camera')} is not delivering images: the part was not "
-                        "inspected. Press Space again when the picture is back.")
-            return False
+            name = getattr(self.source, "name", "The camera")
+            self._error(f"{name} is not delivering images: the part was not inspected. "
+                        + ("Press Space again when the picture is back." if source == "operator" else
+                           f"(The trigger came from {source}.)"))
+            return False, f"the camera is down ({name} is not delivering images)"
         tid = self.inference.trigger()
         if tid is None:
-            return False
+            return False, "the inspection worker did not take the trigger"
         fire = getattr(self.source, "software_trigger", None)
         if fire is not None:  # a camera in software-trigger mode takes its picture now (station/pylon_source.py)
             fire()
         self._pending_trigger = tid
         self._trigger_timer.start()
         self.trigger_changed.emit(True)
-        return True
+        return True, ""
+
+    def _trigger_from_line(self, request: TriggerRequest) -> TriggerAnswer:
+        """The line outputs' trigger hook (any thread): ask the UI thread (a queued signal), wait for
+        its answer; one it has not started on within ``LINE_TRIGGER_ANSWER_S`` is refused, never lost."""
+        if QThread.currentThread() is self.thread():
+            ok, why = self.request_trigger(request.source)
+            return TriggerAnswer(ok, why)
+        if self._closing:
+            return TriggerAnswer(False, "the station is closing")
+        fut: Future = Future()
+        self._line_waiting.add(fut)
+        self._line_trigger.emit((request, fut))
+        try:
+            return fut.result(LINE_TRIGGER_ANSWER_S)
+        except FutureTimeout:
+            if fut.cancel():  # not taken yet: it never will be
+                return TriggerAnswer(False, f"the station did not answer within {LINE_TRIGGER_ANSWER_S:.0f} s")
+            return fut.result(LINE_TRIGGER_ANSWER_S)  # being taken right now: its answer is on the way
+        except CancelledError:
+            return TriggerAnswer(False, "the station is closing")
+        finally:
+            self._line_waiting.discard(fut)
+
+    def _on_line_trigger(self, payload) -> None:
+        request, fut = payload
+        if not fut.set_running_or_notify_cancel():
+            return  # the line gave up waiting (and was told so)
+        try:
+            ok, why = self.request_trigger(request.source)
+        except Exception as exc:  # noqa: BLE001 - the line gets an answer whatever happened
+            log.exception("A trigger from the line failed")
+            fut.set_result(TriggerAnswer(False, f"the station could not take the trigger ({exc})"))
+            return
+        if ok:
+            log.info("Trigger from %s%s accepted", request.source, f" (part {request.part_id})" if request.part_id else "")
+        else:
+            log.info("Trigger from %s refused: %s", request.source, why)
+        fut.set_result(TriggerAnswer(ok, why))
 
     def _on_source_status(self, state: str, message: str) -> None:
         if state in SOURCE_DOWN and self._pending_trigger is not None:
@@ -347,6 +412,7 @@ class LivePipeline(QObject):
         self.housekeeper.poke()  # new retention limits take effect now
         if self._record:
             self.line.apply(s)  # outputs switched on, off or changed: started, stopped, restarted
+        self._api_follows()
         if s.live_mode != self.mode:
             self.inference.set_mode(s.live_mode)
             self._clear_trigger()
@@ -354,6 +420,11 @@ class LivePipeline(QObject):
         if source_changed:
             self.force_demo = False  # the operator chose a source: --demo no longer applies
             self.start_source()
+
+    def _api_follows(self) -> None:
+        """The inspection API as the settings say, with the recipe shown (started/stopped off this thread)."""
+        if self._record and not self._closing:
+            self.api.apply(self.context.settings, self.loaded.recipe if self.loaded is not None else None)
 
     def reset_shift(self) -> None:
         self.shift.reset()

@@ -19,6 +19,7 @@ from station.demo import PART_KINDS
 
 from station.sources import SourceError, probe_cameras
 from station.pylon_source import ACTIVATIONS, PIXEL_FORMATS, is_pylon_target, list_cameras
+from station.qt.api_box import ApiBox
 from station.qt.line_outputs_box import LineOutputsBox
 from station.qt.tasks import Task
 from station.qt.screen_fit import fit_to_screen
@@ -100,7 +101,8 @@ class SettingsDialog(QDialog):
                       "scores are kept.")
         note.setWordWrap(True)
         rec.addRow(note)
-        self.line_outputs = LineOutputsBox(s.mqtt, s.modbus)  # MQTT and Modbus (docs/LINE_INTEGRATION.md)
+        self.line_outputs = LineOutputsBox(s.mqtt, s.modbus, s.opcua)  # MQTT, Modbus, OPC UA (docs/LINE_INTEGRATION.md)
+        self.api_box = ApiBox(s.api)  # the local inspection API served by the station (docs/API.md)
 
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -116,6 +118,7 @@ class SettingsDialog(QDialog):
         col.addWidget(mode_box)
         col.addWidget(rec_box)
         col.addWidget(self.line_outputs)
+        col.addWidget(self.api_box)
         col.addWidget(self.error)
         col.addStretch(1)
         scroll = QScrollArea()
@@ -350,7 +353,13 @@ class SettingsDialog(QDialog):
         if line_problems:
             self._show_error(" ".join(line_problems))
             return
+        api_problems = self.api_box.problems()
+        if api_problems:
+            self._show_error(" ".join(api_problems))
+            return
+        s.api = self.api_box.values()
         s.mqtt, s.modbus = self.line_outputs.values()
+        s.opcua = self.line_outputs.opcua_values()
         s.source_kind = kind
         s.demo_kind = self.demo_kind.currentText()
         s.demo_fps = float(self.demo_fps.value())
@@ -386,9 +395,32 @@ class SettingsDialog(QDialog):
         after = dataclasses.asdict(s)
         source_keys = [k for k in after if k.startswith(("source_", "camera", "folder", "demo_"))]
         changed = any(after[k] != self._before.get(k) for k in source_keys)
+        self._show_new_token()
         self.shutdown()
         super().accept()
         self.settings_saved.emit(changed)
+
+    def _show_new_token(self) -> None:
+        """The API's access token, made now for an address beyond this PC: shown this once."""
+        from PySide6.QtWidgets import QMessageBox
+
+        from station.api_token import TokenError
+
+        try:
+            token = self.api_box.make_token(self.context.config_dir)
+        except (TokenError, OSError) as exc:
+            log.warning("The inspection API's access token could not be made: %s", exc)
+            return
+        if token is None:
+            return
+        box = QMessageBox(QMessageBox.Icon.Information, "Inspection API access token",
+                          "Clients of the inspection API must send 'Authorization: Bearer <token>' with this token. "
+                          "It is shown only now (kept in the station's config folder, readable by you only):\n\n"
+                          + token, parent=self.parentWidget())
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        box.setModal(False)
+        self.new_token_box = box
+        box.open()
 
     def reject(self) -> None:
         self.shutdown()
