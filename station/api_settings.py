@@ -11,6 +11,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from station.settings_fields import Endpoint, coerced
+
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
@@ -18,37 +20,25 @@ DEFAULT_PORT = 8470
 
 
 @dataclass
-class ApiSettings:
+class ApiSettings(Endpoint):
     enabled: bool = False
     host: str = DEFAULT_HOST  # 127.0.0.1: this PC only; any other address needs the access token
     port: int = DEFAULT_PORT
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "ApiSettings":
-        out = cls()
-        if not isinstance(data, Mapping):
-            if data is not None:
-                log.warning("Setting api is not an object (%r); using the defaults", type(data).__name__)
-            return out
-        enabled, host, port = data.get("enabled", out.enabled), data.get("host", out.host), data.get("port", out.port)
-        if isinstance(enabled, bool):
-            out.enabled = enabled
-        else:
-            log.warning("Setting api.enabled is not true/false (%r); the API stays off", enabled)
-        if isinstance(host, str) and host.strip() and len(host) <= 255 and not any(c.isspace() for c in host.strip()):
-            out.host = host.strip()
-        else:
-            log.warning("Setting api.host is unusable (%r); using %s", host, DEFAULT_HOST)
-        if isinstance(port, int) and not isinstance(port, bool) and 1 <= port <= 65535:
-            out.port = port
-        else:
-            log.warning("Setting api.port is unusable (%r); using %d", port, DEFAULT_PORT)
+        if data is not None and not isinstance(data, Mapping):
+            log.warning("Setting api is not an object (%r); using the defaults", type(data).__name__)
+        out = coerced(cls, data)  # types; then what a usable address is
+        host = out.host.strip()
+        if not host or len(host) > 255 or any(c.isspace() for c in host):
+            log.warning("Setting api.host is unusable (%r); using %s", out.host, DEFAULT_HOST)
+            host = DEFAULT_HOST
+        out.host = host
+        if not 1 <= out.port <= 65535:
+            log.warning("Setting api.port is unusable (%r); using %d", out.port, DEFAULT_PORT)
+            out.port = DEFAULT_PORT
         return out
 
     def problems(self) -> list[str]:
-        out = []
-        if not self.host.strip() or any(c.isspace() for c in self.host.strip()):
-            out.append("Inspection API: type the address to listen on (127.0.0.1: this PC only).")
-        if not 1 <= int(self.port) <= 65535:
-            out.append("Inspection API: the port must be between 1 and 65535.")
-        return out
+        return self.address_problems("Inspection API", "type the address to listen on (127.0.0.1: this PC only).")

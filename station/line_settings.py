@@ -8,14 +8,13 @@ user's own config folder). Qt-free.
 """
 from __future__ import annotations
 
-import dataclasses
-import logging
 import re
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping
 
-log = logging.getLogger(__name__)
+from station.settings_fields import Endpoint, coerced
+
 
 CHANNELS = ("mqtt", "modbus", "opcua")  # outbox channel names, in the order the status bar shows them
 LABELS = {"mqtt": "MQTT", "modbus": "Modbus", "opcua": "OPC UA"}
@@ -24,37 +23,6 @@ TOPIC_LEVEL = re.compile(r"[^/+#\x00]+")  # one MQTT topic level: no separators,
 COILS = ("coil_ok", "coil_ng", "coil_review", "coil_busy", "coil_ready", "coil_heartbeat")
 REGISTERS = 4  # from register_base: part counter, verdict code, inspection id high word, low word
 
-_T = TypeVar("_T")
-
-
-def _coerced(cls: type[_T], data: Mapping[str, Any] | None) -> _T:
-    """``cls`` from a JSON object: unknown keys dropped, values of the wrong type replaced by the
-    default (logged), so a hand-edited settings file never stops the station."""
-    out: dict[str, Any] = {}
-    defaults = cls()
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if not isinstance(data, Mapping) or f.name not in data:
-            continue
-        value, default = data[f.name], getattr(defaults, f.name)
-        try:
-            if isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise TypeError("not true/false")
-            elif isinstance(default, (int, float)):
-                if isinstance(value, bool):
-                    raise TypeError("not a number")
-                value = type(default)(value)
-            elif isinstance(default, str):
-                if not isinstance(value, str):
-                    raise TypeError("not text")
-        except (TypeError, ValueError) as exc:
-            log.warning("Setting %s.%s is unusable (%s); using %r", cls.__name__, f.name, exc,
-                        "***" if f.name == "password" else default)
-            continue
-        out[f.name] = value
-    return cls(**out)
-
-
 def default_station_name() -> str:
     """This computer's name as one topic level (what an empty station name means)."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", socket.gethostname()).strip("-.")
@@ -62,7 +30,7 @@ def default_station_name() -> str:
 
 
 @dataclass
-class MqttSettings:
+class MqttSettings(Endpoint):
     """One JSON message per inspection on ``<topic_prefix>/<station>/result`` (QoS 1); the
     retained state ``online`` / ``offline`` (last will) on ``<topic_prefix>/<station>/state``."""
 
@@ -82,7 +50,7 @@ class MqttSettings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "MqttSettings":
-        return _coerced(cls, data)
+        return coerced(cls, data)
 
     @property
     def station_name(self) -> str:
@@ -104,16 +72,8 @@ class MqttSettings:
     def ack_topic(self) -> str:
         return f"{self.topic_prefix.strip('/')}/{self.station_name}/cmd/ack"
 
-    @property
-    def peer(self) -> str:
-        return f"{self.host}:{self.port}"
-
     def problems(self) -> list[str]:
-        out = []
-        if not self.host.strip():
-            out.append("MQTT: type the broker's address.")
-        if not 1 <= self.port <= 65535:
-            out.append("MQTT: the port must be between 1 and 65535.")
+        out = self.address_problems("MQTT", "type the broker's address.")
         prefix = self.topic_prefix.strip("/")
         if not prefix or not all(TOPIC_LEVEL.fullmatch(level) for level in prefix.split("/")):
             out.append("MQTT: the topic prefix must be one or more topic levels without +, # or empty levels.")
@@ -129,7 +89,7 @@ class MqttSettings:
 
 
 @dataclass
-class ModbusSettings:
+class ModbusSettings(Endpoint):
     """Coils and holding registers written to a PLC or remote I/O module (the station is the client).
 
     Per result, in order: the four registers from ``register_base`` (part counter, verdict code
@@ -164,18 +124,10 @@ class ModbusSettings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "ModbusSettings":
-        return _coerced(cls, data)
-
-    @property
-    def peer(self) -> str:
-        return f"{self.host}:{self.port}"
+        return coerced(cls, data)
 
     def problems(self) -> list[str]:
-        out = []
-        if not self.host.strip():
-            out.append("Modbus: type the address of the PLC or I/O module.")
-        if not 1 <= self.port <= 65535:
-            out.append("Modbus: the port must be between 1 and 65535.")
+        out = self.address_problems("Modbus", "type the address of the PLC or I/O module.")
         if not 0 <= self.unit <= 247:
             out.append("Modbus: the unit id must be between 0 and 247.")
         coils = [getattr(self, c) for c in COILS]
@@ -211,7 +163,7 @@ class ModbusSettings:
 
 
 @dataclass
-class OpcUaSettings:
+class OpcUaSettings(Endpoint):
     """The station as an OPC UA server (an ``InspectionStation`` object; docs/LINE_INTEGRATION.md).
 
     Secure by default: Basic256Sha256 with SignAndEncrypt and a user name and password; a
@@ -229,22 +181,14 @@ class OpcUaSettings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "OpcUaSettings":
-        return _coerced(cls, data)
-
-    @property
-    def peer(self) -> str:
-        return f"{self.host}:{self.port}"
+        return coerced(cls, data)
 
     @property
     def endpoint(self) -> str:
         return f"opc.tcp://{self.host}:{self.port}/inspection/"
 
     def problems(self) -> list[str]:
-        out = []
-        if not self.host.strip():
-            out.append("OPC UA: type the interface to listen on (127.0.0.1: this computer only).")
-        if not 1 <= self.port <= 65535:
-            out.append("OPC UA: the port must be between 1 and 65535.")
+        out = self.address_problems("OPC UA", "type the interface to listen on (127.0.0.1: this computer only).")
         if not self.allow_anonymous and not (self.username and self.password):
             out.append("OPC UA: give a user name and a password (or allow anonymous access).")
         if self.password and not self.username:

@@ -10,7 +10,7 @@ import httpx
 
 from core.images import encode_png
 from station.api_settings import ApiSettings
-from station.context import StationContext, StationSettings
+from station.context import StationSettings
 from station.demo import PartGenerator
 
 
@@ -81,44 +81,32 @@ def test_switched_on_in_settings_the_station_serves_the_api_and_switched_off_it_
     qtbot.waitUntil(lambda: pipeline.api.state == "off", timeout=30000)
 
 
-def test_beyond_loopback_the_token_is_made_on_save_and_shown_once(qtbot, tmp_path, monkeypatch):
+def test_beyond_loopback_the_token_is_made_on_save_and_shown_once(qtbot, ctx):
     from station.qt.settings_dialog import SettingsDialog
 
-    monkeypatch.setenv("STATION_DATA_DIR", str(tmp_path / "d"))
-    monkeypatch.setenv("STATION_CONFIG_DIR", str(tmp_path / "c"))
-    ctx = StationContext()
-    try:
-        dlg = SettingsDialog(ctx)
-        qtbot.addWidget(dlg)
-        dlg.api_box.setChecked(True)
-        dlg.api_box.host.setText("0.0.0.0")
-        dlg.accept()
-        token = dlg.api_box.token.text()
-        assert len(token) >= 40 and (ctx.config_dir / "api-token").read_text().strip() == token
-        assert token in dlg.new_token_box.text()
-        again = SettingsDialog(ctx)  # saved again: the same token, not shown again
-        qtbot.addWidget(again)
-        again.accept()
-        assert again.api_box.token.text() == "" and not hasattr(again, "new_token_box")
-        dlg.new_token_box.close()
-    finally:
-        ctx.close()
+    dlg = SettingsDialog(ctx)
+    qtbot.addWidget(dlg)
+    dlg.api_box.setChecked(True)
+    dlg.api_box.host.setText("0.0.0.0")
+    dlg.accept()
+    token = dlg.api_box.token.text()
+    assert len(token) >= 40 and (ctx.config_dir / "api-token").read_text().strip() == token
+    assert token in dlg.new_token_box.text()
+    again = SettingsDialog(ctx)  # saved again: the same token, not shown again
+    qtbot.addWidget(again)
+    again.accept()
+    assert again.api_box.token.text() == "" and not hasattr(again, "new_token_box")
+    dlg.new_token_box.close()
 
 
-def test_an_empty_address_in_the_dialog_is_refused_in_words(qtbot, tmp_path, monkeypatch):
+def test_an_empty_address_in_the_dialog_is_refused_in_words(qtbot, ctx):
     from station.qt.settings_dialog import SettingsDialog
 
-    monkeypatch.setenv("STATION_DATA_DIR", str(tmp_path / "d"))
-    monkeypatch.setenv("STATION_CONFIG_DIR", str(tmp_path / "c"))
-    ctx = StationContext()
-    try:
-        dlg = SettingsDialog(ctx)
-        qtbot.addWidget(dlg)
-        dlg.api_box.setChecked(True)
-        dlg.api_box.host.setText("  ")
-        saved = []
-        dlg.settings_saved.connect(saved.append)
-        dlg.accept()
-        assert saved == [] and "address to listen on" in dlg.error.text()
-    finally:
-        ctx.close()
+    dlg = SettingsDialog(ctx)
+    qtbot.addWidget(dlg)
+    dlg.api_box.setChecked(True)
+    dlg.api_box.host.setText("  ")
+    saved = []
+    dlg.settings_saved.connect(saved.append)
+    dlg.accept()
+    assert saved == [] and "address to listen on" in dlg.error.text()

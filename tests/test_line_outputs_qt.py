@@ -8,56 +8,49 @@ import json
 
 import pytest
 
-from station.context import StationContext
 from station.line_settings import ModbusSettings, MqttSettings
 from station.qt.settings_dialog import SettingsDialog
 
 
-def test_settings_line_outputs_are_off_by_default_checked_in_words_and_saved(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("STATION_DATA_DIR", str(tmp_path / "d"))
-    monkeypatch.setenv("STATION_CONFIG_DIR", str(tmp_path / "c"))
-    ctx = StationContext()
-    try:
-        dlg = SettingsDialog(ctx)
-        qtbot.addWidget(dlg)
-        box = dlg.line_outputs
-        assert not box.mqtt_box.isChecked() and not box.modbus_box.isChecked()
-        assert box.mqtt_password.echoMode() == box.mqtt_password.EchoMode.Password
-        # it fits a 1366 x 768 factory screen, frame included (the settings scroll; Save stays in sight)
-        assert dlg.minimumSizeHint().width() <= 1366 - 16
-        assert dlg.minimumSizeHint().height() <= 768 - 48
-        saved = []
-        dlg.settings_saved.connect(saved.append)
-        box.modbus_box.setChecked(True)  # no PLC address yet
-        dlg.accept()
-        assert saved == [] and "address of the PLC" in dlg.error.text()
-        box.modbus_host.setText("10.1.2.3")
-        box.coils["coil_ng"].setValue(0)  # the same coil as OK
-        dlg.accept()
-        assert saved == [] and "coil of its own" in dlg.error.text()
-        box.coils["coil_ng"].setValue(17)
-        box.modbus_pulse.setValue(300)
-        box.mqtt_box.setChecked(True)
-        box.mqtt_host.setText("broker.plant")
-        box.mqtt_station.setText("bench-7")
-        box.mqtt_user.setText("station")
-        box.mqtt_password.setText("s3cret")
-        box.mqtt_tls.setChecked(True)
-        box.mqtt_ca.setText("/etc/plant/ca.pem")
-        dlg.accept()
-        assert saved == [False]  # the image source did not change
-        data = json.loads(ctx.settings_path.read_text())
-        assert data["modbus"]["enabled"] and data["modbus"]["host"] == "10.1.2.3"
-        assert (data["modbus"]["coil_ng"], data["modbus"]["pulse_ms"]) == (17, 300)
-        assert data["mqtt"]["host"] == "broker.plant" and data["mqtt"]["station"] == "bench-7"
-        assert (data["mqtt"]["tls"], data["mqtt"]["ca_file"]) == (True, "/etc/plant/ca.pem")
-        assert ctx.settings.mqtt.password == "s3cret" and ctx.settings.mqtt.result_topic == "inspection/bench-7/result"
-        again = SettingsDialog(ctx)  # opened again: what was saved
-        qtbot.addWidget(again)
-        assert again.line_outputs.values() == (ctx.settings.mqtt, ctx.settings.modbus)
-        again.reject()
-    finally:
-        ctx.close()
+def test_settings_line_outputs_are_off_by_default_checked_in_words_and_saved(qtbot, ctx):
+    dlg = SettingsDialog(ctx)
+    qtbot.addWidget(dlg)
+    box = dlg.line_outputs
+    assert not box.mqtt_box.isChecked() and not box.modbus_box.isChecked()
+    assert box.mqtt_password.echoMode() == box.mqtt_password.EchoMode.Password
+    # it fits a 1366 x 768 factory screen, frame included (the settings scroll; Save stays in sight)
+    assert dlg.minimumSizeHint().width() <= 1366 - 16
+    assert dlg.minimumSizeHint().height() <= 768 - 48
+    saved = []
+    dlg.settings_saved.connect(saved.append)
+    box.modbus_box.setChecked(True)  # no PLC address yet
+    dlg.accept()
+    assert saved == [] and "address of the PLC" in dlg.error.text()
+    box.modbus_host.setText("10.1.2.3")
+    box.coils["coil_ng"].setValue(0)  # the same coil as OK
+    dlg.accept()
+    assert saved == [] and "coil of its own" in dlg.error.text()
+    box.coils["coil_ng"].setValue(17)
+    box.modbus_pulse.setValue(300)
+    box.mqtt_box.setChecked(True)
+    box.mqtt_host.setText("broker.plant")
+    box.mqtt_station.setText("bench-7")
+    box.mqtt_user.setText("station")
+    box.mqtt_password.setText("s3cret")
+    box.mqtt_tls.setChecked(True)
+    box.mqtt_ca.setText("/etc/plant/ca.pem")
+    dlg.accept()
+    assert saved == [False]  # the image source did not change
+    data = json.loads(ctx.settings_path.read_text())
+    assert data["modbus"]["enabled"] and data["modbus"]["host"] == "10.1.2.3"
+    assert (data["modbus"]["coil_ng"], data["modbus"]["pulse_ms"]) == (17, 300)
+    assert data["mqtt"]["host"] == "broker.plant" and data["mqtt"]["station"] == "bench-7"
+    assert (data["mqtt"]["tls"], data["mqtt"]["ca_file"]) == (True, "/etc/plant/ca.pem")
+    assert ctx.settings.mqtt.password == "s3cret" and ctx.settings.mqtt.result_topic == "inspection/bench-7/result"
+    again = SettingsDialog(ctx)  # opened again: what was saved
+    qtbot.addWidget(again)
+    assert again.line_outputs.values() == (ctx.settings.mqtt, ctx.settings.modbus)
+    again.reject()
 
 
 def test_the_station_sends_recorded_results_to_the_line_and_the_status_bar_says_how(station, qtbot, tmp_path):
@@ -122,48 +115,42 @@ def test_the_station_sends_recorded_results_to_the_line_and_the_status_bar_says_
         io.kill()
 
 
-def test_settings_triggers_and_opcua_are_off_by_default_and_saved(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("STATION_DATA_DIR", str(tmp_path / "d"))
-    monkeypatch.setenv("STATION_CONFIG_DIR", str(tmp_path / "c"))
-    ctx = StationContext()
-    try:
-        dlg = SettingsDialog(ctx)
-        qtbot.addWidget(dlg)
-        box = dlg.line_outputs
-        assert not box.opcua_box.isChecked() and not box.mqtt_commands.isChecked() and not box.trigger_on.isChecked()
-        assert not box.opcua_anonymous.isChecked() and not box.opcua_unsecured.isChecked()
-        assert box.opcua_password.echoMode() == box.opcua_password.EchoMode.Password
-        assert box.opcua_host.text() == "127.0.0.1" and box.opcua_port.value() == 4840
-        assert dlg.minimumSizeHint().width() <= 1366 - 16 and dlg.minimumSizeHint().height() <= 768 - 48
-        saved = []
-        dlg.settings_saved.connect(saved.append)
-        box.opcua_box.setChecked(True)  # no user and anonymous not allowed: not saved
-        dlg.accept()
-        assert saved == [] and "user name and a password" in dlg.error.text()
-        box.opcua_user.setText("line")
-        box.opcua_password.setText("pw-1")
-        box.modbus_box.setChecked(True)
-        box.modbus_host.setText("10.0.0.5")
-        box.trigger_on.setChecked(True)
-        box.trigger_kind.setCurrentText("register")
-        box.trigger_address.setValue(30)
-        box.trigger_answer.setValue(31)
-        box.mqtt_box.setChecked(True)
-        box.mqtt_commands.setChecked(True)
-        dlg.accept()
-        assert saved == [False]
-        data = json.loads(ctx.settings_path.read_text())
-        assert data["opcua"]["enabled"] and data["opcua"]["username"] == "line" and data["opcua"]["port"] == 4840
-        assert (data["modbus"]["trigger_enabled"], data["modbus"]["trigger_kind"], data["modbus"]["trigger_address"],
-                data["modbus"]["trigger_answer"]) == (True, "register", 30, 31)
-        assert data["mqtt"]["commands"] is True
-        again = SettingsDialog(ctx)
-        qtbot.addWidget(again)
-        assert again.line_outputs.opcua_values() == ctx.settings.opcua
-        assert again.line_outputs.values() == (ctx.settings.mqtt, ctx.settings.modbus)
-        again.reject()
-    finally:
-        ctx.close()
+def test_settings_triggers_and_opcua_are_off_by_default_and_saved(qtbot, ctx):
+    dlg = SettingsDialog(ctx)
+    qtbot.addWidget(dlg)
+    box = dlg.line_outputs
+    assert not box.opcua_box.isChecked() and not box.mqtt_commands.isChecked() and not box.trigger_on.isChecked()
+    assert not box.opcua_anonymous.isChecked() and not box.opcua_unsecured.isChecked()
+    assert box.opcua_password.echoMode() == box.opcua_password.EchoMode.Password
+    assert box.opcua_host.text() == "127.0.0.1" and box.opcua_port.value() == 4840
+    assert dlg.minimumSizeHint().width() <= 1366 - 16 and dlg.minimumSizeHint().height() <= 768 - 48
+    saved = []
+    dlg.settings_saved.connect(saved.append)
+    box.opcua_box.setChecked(True)  # no user and anonymous not allowed: not saved
+    dlg.accept()
+    assert saved == [] and "user name and a password" in dlg.error.text()
+    box.opcua_user.setText("line")
+    box.opcua_password.setText("pw-1")
+    box.modbus_box.setChecked(True)
+    box.modbus_host.setText("10.0.0.5")
+    box.trigger_on.setChecked(True)
+    box.trigger_kind.setCurrentText("register")
+    box.trigger_address.setValue(30)
+    box.trigger_answer.setValue(31)
+    box.mqtt_box.setChecked(True)
+    box.mqtt_commands.setChecked(True)
+    dlg.accept()
+    assert saved == [False]
+    data = json.loads(ctx.settings_path.read_text())
+    assert data["opcua"]["enabled"] and data["opcua"]["username"] == "line" and data["opcua"]["port"] == 4840
+    assert (data["modbus"]["trigger_enabled"], data["modbus"]["trigger_kind"], data["modbus"]["trigger_address"],
+            data["modbus"]["trigger_answer"]) == (True, "register", 30, 31)
+    assert data["mqtt"]["commands"] is True
+    again = SettingsDialog(ctx)
+    qtbot.addWidget(again)
+    assert again.line_outputs.opcua_values() == ctx.settings.opcua
+    assert again.line_outputs.values() == (ctx.settings.mqtt, ctx.settings.modbus)
+    again.reject()
 
 
 def test_opcua_inspect_goes_through_the_live_station_one_trigger_one_record(station, qtbot):

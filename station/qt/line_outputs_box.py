@@ -22,6 +22,15 @@ def _spin(value: int, low: int, high: int, suffix: str = "") -> QSpinBox:
     return box
 
 
+def _host_port_row(host: QLineEdit, port: QSpinBox) -> QHBoxLayout:
+    """One form row: the address (stretching), then "port" and its spin box."""
+    row = QHBoxLayout()
+    row.addWidget(host, 1)
+    row.addWidget(QLabel("port"))
+    row.addWidget(port)
+    return row
+
+
 class LineOutputsBox(QGroupBox):
     """See the module docstring."""
 
@@ -47,10 +56,7 @@ class LineOutputsBox(QGroupBox):
         form = QFormLayout(box)
         self.mqtt_host = QLineEdit(m.host)
         self.mqtt_port = _spin(m.port, 1, 65535)
-        row = QHBoxLayout()
-        row.addWidget(self.mqtt_host, 1)
-        row.addWidget(QLabel("port"))
-        row.addWidget(self.mqtt_port)
+        row = _host_port_row(self.mqtt_host, self.mqtt_port)
         self.mqtt_prefix = QLineEdit(m.topic_prefix)
         self.mqtt_station = QLineEdit(m.station)
         self.mqtt_station.setPlaceholderText(default_station_name())
@@ -117,10 +123,7 @@ class LineOutputsBox(QGroupBox):
         self.modbus_host.setPlaceholderText("e.g. 192.168.0.10")
         self.modbus_port = _spin(b.port, 1, 65535)
         self.modbus_unit = _spin(b.unit, 0, 247)
-        row = QHBoxLayout()
-        row.addWidget(self.modbus_host, 1)
-        row.addWidget(QLabel("port"))
-        row.addWidget(self.modbus_port)
+        row = _host_port_row(self.modbus_host, self.modbus_port)
         row.addWidget(QLabel("unit"))
         row.addWidget(self.modbus_unit)
         self.coils: dict[str, QSpinBox] = {}
@@ -185,10 +188,7 @@ class LineOutputsBox(QGroupBox):
         self.opcua_host = QLineEdit(o.host)
         self.opcua_host.setToolTip("The interface to listen on: 127.0.0.1 is this computer only")
         self.opcua_port = _spin(o.port, 1, 65535)
-        row = QHBoxLayout()
-        row.addWidget(self.opcua_host, 1)
-        row.addWidget(QLabel("port"))
-        row.addWidget(self.opcua_port)
+        row = _host_port_row(self.opcua_host, self.opcua_port)
         self.opcua_user = QLineEdit(o.username)
         self.opcua_password = QLineEdit(o.password)
         self.opcua_password.setEchoMode(QLineEdit.EchoMode.Password)
