@@ -34,15 +34,21 @@ def image_score(smooth: np.ndarray, ignore: np.ndarray | None = None) -> float:
     return float(smooth.max())
 
 
+def smoothed_map(grid: np.ndarray, ignore: np.ndarray | None = None, stride: int = 8) -> np.ndarray:
+    """A raw grid smoothed as at inspection: ignored cells zeroed before smoothing (so a zone adds
+    nothing to its neighbours) and after (so smoothing carries nothing into a zone)."""
+    g = np.array(grid, dtype=np.float32, copy=True)
+    if ignore is not None:
+        g[ignore] = 0.0
+    s = smooth_grid(g, stride)
+    if ignore is not None:
+        s[ignore] = 0.0
+    return s
+
+
 def smoothed_scores(grids, ignore: np.ndarray | None = None, stride: int = 8) -> np.ndarray:
-    """Image scores of many raw grids (ignored cells zeroed before smoothing, as at inspection)."""
-    out = np.empty(len(grids), dtype=np.float64)
-    for i, g in enumerate(grids):
-        g = np.array(g, dtype=np.float32, copy=True)
-        if ignore is not None:
-            g[ignore] = 0.0
-        out[i] = image_score(smooth_grid(g, stride), ignore)
-    return out
+    """Image scores of many raw grids (smoothed as at inspection)."""
+    return np.array([image_score(smoothed_map(g, ignore, stride), ignore) for g in grids], dtype=np.float64)
 
 
 def upsample(grid: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:

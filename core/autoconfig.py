@@ -149,12 +149,16 @@ def _race_one(images: Sequence[np.ndarray], framing: preprocess.Framing, config,
     block = block_size(feats[0].shape[1:]) if per_position else 1
     folds = heldout.GaussianFolds.fit(feats, 4, per_position, block, config.seed)
     idx = np.arange(len(feats))
-    held = {"patchcore": heldout.scores(heldout.patchcore_grids(pc, feats, idx)),
-            "gaussian": heldout.scores(heldout.gaussian_grids(folds, feats, idx))}
+    grids = {"patchcore": heldout.patchcore_grids(pc, feats, idx), "gaussian": heldout.gaussian_grids(folds, feats, idx)}
+    held, norms = {}, {}
+    for m, g in grids.items():  # scored as the recipe will be (core.position_norm on fixed framing)
+        norm, held[m] = heldout.normalised_scores(g) if per_position and config.position_norm else (None, heldout.scores(g))
+        if norm is not None:
+            norms[m] = norm
     if tick:
         tick(0.6)
     syn = selfcheck.synthetic_scores({int(i): im for i, im in enumerate(images)}, framing, embedding, pc, folds,
-                                     None, None, per_image=2, seed=config.seed + 7)
+                                     None, None, per_image=2, seed=config.seed + 7, norms=norms)
     auroc = selfcheck.equal_weight_auroc(held, syn.scores)
     if tick:
         tick(1.0)

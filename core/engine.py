@@ -32,6 +32,7 @@ from .images import ImageError, to_rgb8
 from .gaussian import GaussianDistances, GaussianModel
 from .networks import DefectClassifier, Embedder, PatchCoreDistances, Scorer
 from .patchcore import PatchCore, position_channels
+from .position_norm import PositionNorm
 from .projection import Projection
 from .recipe import Recipe, RecipeError, TensorKey
 from .types import Inspection, frozen_mapping
@@ -52,6 +53,7 @@ class RecipeModels:
     gaussian: GaussianModel
     classifier: DefectClassifier | None
     scorer: Scorer  # PatchCore distances + Gaussian distances (+ classifier) as one torch module
+    norms: dict[str, PositionNorm]  # per-position map normalisation by model (fixed framing; may be empty)
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> "RecipeModels":
@@ -67,6 +69,15 @@ class RecipeModels:
             if recipe.model_info("classifier"):
                 clf = DefectClassifier(**recipe.model_info("classifier"))
                 clf.load_state_dict(_prefixed(t, K.CLASSIFIER_PREFIX))
+            norms = {}
+            grid = (recipe.working_shape[0] // FEATURE_STRIDE, recipe.working_shape[1] // FEATURE_STRIDE)
+            for m in ("patchcore", "gaussian"):
+                if K.position_norm(m, "mean") in t:
+                    norm = PositionNorm(np.asarray(t[K.position_norm(m, "mean")], np.float32),
+                                        np.asarray(t[K.position_norm(m, "scale")], np.float32))
+                    if norm.grid != grid or norm.scale.shape != norm.mean.shape or not (norm.scale > 0).all():
+                        raise ValueError(f"the {m} position normalisation does not fit the {grid[0]}x{grid[1]} grid")
+                    norms[m] = norm
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise RecipeError(f"The recipe {recipe.label} is incomplete or damaged ({exc}).") from exc
         clf = clf.eval() if clf else None
@@ -75,7 +86,7 @@ class RecipeModels:
             h, w = recipe.working_shape
             position = position_channels(h // FEATURE_STRIDE, w // FEATURE_STRIDE, patchcore.position_weight)
         scorer = Scorer(PatchCoreDistances(patchcore.memory, position), GaussianDistances(gaussian), clf).eval()
-        return cls(projection, patchcore, gaussian, clf, scorer)
+        return cls(projection, patchcore, gaussian, clf, scorer, norms)
 
 
 def _prefixed(tensors: dict, prefix: str) -> dict:
@@ -242,6 +253,8 @@ class Inspector:
         if ignore is not None:  # smoothing must not carry a neighbour's score into an ignore zone
             for g in smooth.values():
                 g[ignore] = 0.0
+        for name, norm in self.models.norms.items():  # how unusual for this place (core.position_norm)
+            smooth[name] = norm.apply(smooth[name], ignore)
         raw = {name: anomaly_map.image_score(g, ignore) for name, g in smooth.items()}
         if "classifier" in grids:
             raw["classifier"] = prob

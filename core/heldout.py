@@ -17,10 +17,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import anomaly_map
+from . import anomaly_map, position_norm
 from .backbone import FEATURE_STRIDE
 from .gaussian import GaussianModel, GaussianSums, accumulate
 from .patchcore import POSITION_WEIGHT, PatchCore, position_channels
+from .position_norm import PositionNorm
 
 
 @dataclass
@@ -125,9 +126,27 @@ def gaussian_grids(folds: GaussianFolds, feats: Sequence[np.ndarray],
     return out  # type: ignore[return-value]
 
 
-def scores(grids: Sequence[np.ndarray], ignore: np.ndarray | None = None) -> np.ndarray:
-    """Image scores (peaks of the smoothed grids), as at inspection."""
-    return anomaly_map.smoothed_scores(grids, ignore, FEATURE_STRIDE)
+def scores(grids: Sequence[np.ndarray], ignore: np.ndarray | None = None,
+           norm: PositionNorm | None = None) -> np.ndarray:
+    """Image scores (peaks of the smoothed grids, per-position normalised with ``norm``), as at inspection."""
+    if norm is None:
+        return anomaly_map.smoothed_scores(grids, ignore, FEATURE_STRIDE)
+    return np.array([anomaly_map.image_score(norm.apply(m, ignore), ignore) for m in smoothed_maps(grids, ignore)])
+
+
+def smoothed_maps(grids: Sequence[np.ndarray], ignore: np.ndarray | None = None) -> list[np.ndarray]:
+    """The smoothed grids as inspection computes them (ignored cells zeroed before and after)."""
+    return [anomaly_map.smoothed_map(g, ignore, FEATURE_STRIDE) for g in grids]
+
+
+def normalised_scores(grids: Sequence[np.ndarray], ignore: np.ndarray | None = None
+                      ) -> tuple[PositionNorm | None, np.ndarray]:
+    """Held-out good grids -> (the per-position normalisation fitted on them, their leave-one-out
+    image scores under it); (None, plain scores) when there are too few grids to fit one."""
+    if not position_norm.usable(len(grids)):
+        return None, scores(grids, ignore)
+    maps = smoothed_maps(grids, ignore)
+    return PositionNorm.fit(maps, ignore), PositionNorm.leave_one_out_scores(maps, ignore)
 
 
 def typical(grids: Sequence[np.ndarray], ignore: np.ndarray | None = None) -> np.ndarray:

@@ -74,6 +74,11 @@ class TensorKey:
     CLASSIFIER_DEFECT = "calibration.classifier_defect"  # out-of-fold classifier scores of the labelled defects
 
     @staticmethod
+    def position_norm(name: str, part: str) -> str:
+        """A model's per-position map normalisation (fixed framing): ``part`` "mean" or "scale", (h, w)."""
+        return f"position_norm.{name}.{part}"
+
+    @staticmethod
     def calibration(name: str) -> str:
         """Held-out good-part scores of a model (raw units), or ``"fused"`` for the combined score."""
         return f"calibration.{name}"

@@ -24,6 +24,7 @@ import torch
 from . import heldout, preprocess, synthetic
 from .calibration import Threshold
 from .fusion import Fusion, fuse, model_score
+from .position_norm import PositionNorm
 from .types import Decision
 
 WEIGHTINGS = ({"patchcore": 1.0, "gaussian": 1.0}, {"patchcore": 2.0, "gaussian": 1.0},
@@ -69,7 +70,8 @@ def _in_zones(defect: synthetic.SyntheticDefect, zones, reference_wh) -> bool:
 
 def synthetic_scores(originals: Mapping[int, np.ndarray], framing: preprocess.Framing, embedding, patchcore,
                      folds: heldout.GaussianFolds, classifier, ignore, *, per_image: int = 2, seed: int = 0,
-                     zones=(), tick: Callable[[float], None] | None = None) -> SyntheticScores:
+                     zones=(), norms: Mapping[str, PositionNorm] | None = None,
+                     tick: Callable[[float], None] | None = None) -> SyntheticScores:
     """Score one synthetic defect per (image, kind, size) of ``synthetic.plan`` with held-out models.
 
     ``originals`` maps a good image's index among the training images (its PatchCore source and
@@ -96,8 +98,11 @@ def synthetic_scores(originals: Mapping[int, np.ndarray], framing: preprocess.Fr
         out.sizes_px.append(int(d.size_px))
         if tick is not None:
             tick(0.8 * (n_done + 1) / len(todo))
-    out.scores["patchcore"] = heldout.scores(heldout.patchcore_grids(patchcore, feats, sources), ignore)
-    out.scores["gaussian"] = heldout.scores(heldout.gaussian_grids(folds, feats, sources), ignore)
+    norms = norms or {}
+    out.scores["patchcore"] = heldout.scores(heldout.patchcore_grids(patchcore, feats, sources), ignore,
+                                             norms.get("patchcore"))
+    out.scores["gaussian"] = heldout.scores(heldout.gaussian_grids(folds, feats, sources), ignore,
+                                            norms.get("gaussian"))
     if classifier is not None:  # the classifier saw every good image: not held out, a rough figure
         with torch.no_grad():
             out.scores["classifier"] = np.array(
@@ -162,13 +167,14 @@ class Check:
 
 def run(originals, framing, embedding, patchcore, folds, classifier, ignore, config,
         thresholds: Mapping[str, Threshold], held: Mapping[str, np.ndarray],
+        norms: Mapping[str, PositionNorm] | None = None,
         tick: Callable[[float], None] | None = None) -> Check:
     """The synthetic-defect check of a trained recipe; chooses the fusion weights."""
     cells = max(1, int(folds.grid[0] * folds.grid[1])) if folds.per_position else 0
     per_image = 1 if cells > SYNTHETIC_BIG else config.synthetic_per_image
     syn = synthetic_scores(originals, framing, embedding, patchcore, folds, classifier, ignore,
                            per_image=per_image, seed=config.seed + 11,
-                           zones=config.ignore_zones, tick=tick)
+                           zones=config.ignore_zones, norms=norms, tick=tick)
     per_model = {m: round(auroc(held[m], syn.scores[m]), 4) for m in syn.scores if m in held}
     extra = {"classifier": 1.0} if "classifier" in thresholds else {}
     tried = []

@@ -42,6 +42,7 @@ from .networks import DefectClassifier
 from .gaussian import block_size
 from .images import ImageError, encode_png, load_image, to_rgb8
 from .patchcore import POSITION_WEIGHT
+from .position_norm import PositionNorm
 from .recipe import SCHEMA_VERSION, Recipe, TensorKey, check_product_name, now_iso
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class TrainConfig:
     bank_max: int = 8192
     bank_pool: int = 16  # the greedy bank search looks at most at bank x this many random patches
     position_weight: float = POSITION_WEIGHT  # fixed framing: PatchCore prefers matches from the same place
+    position_norm: bool = True  # fixed framing: maps normalised by each position's good level (core.position_norm)
     gaussian_folds: int = 10  # held-out Gaussian scores from this many folds (each model sees 90 %)
     calibration_images: int = 256  # at most this many good images get held-out scores ...
     calibration_patches: int = 1_000_000  # ... and at most about this many patches in all
@@ -278,7 +280,13 @@ def train_recipe(
     grids = {"patchcore": heldout.patchcore_grids(patchcore, cal_feats, cal_idx)}
     clock.tick(0.3)
     grids["gaussian"] = heldout.gaussian_grids(folds, cal_feats, cal_idx)
-    held = {m: heldout.scores(g, ignore) for m, g in grids.items()}
+    # fixed framing: each position's own normal level (core.position_norm); held-out scores leave-one-out
+    norms: dict[str, PositionNorm] = {}
+    held = {}
+    for m, g in grids.items():
+        norm, held[m] = heldout.normalised_scores(g, ignore) if framing.fixed and config.position_norm else (None, heldout.scores(g, ignore))
+        if norm is not None:
+            norms[m] = norm
     pc_typical = heldout.typical(grids["patchcore"], ignore)
     if clf is not None:
         held["classifier"] = np.maximum(clf_summary.pop("good_scores")[cal_idx], 1e-6)
@@ -287,7 +295,7 @@ def train_recipe(
     unfamiliar = fit_threshold(pc_typical, 1.0 / 1000.0, None, seed=config.seed)
     clock.tick(0.4)
     check = selfcheck.run(
-        syn_originals, framing, embedding, patchcore, folds, clf, ignore, config, thresholds, held,
+        syn_originals, framing, embedding, patchcore, folds, clf, ignore, config, thresholds, held, norms,
         tick=clock.part(0.4, 0.95),
     )
     fusion = check.fusion
@@ -310,11 +318,16 @@ def train_recipe(
     }
     for m, s in held.items():
         tensors[K.calibration(m)] = np.asarray(s, dtype=np.float32)
-    models = {
+    for m, norm in norms.items():
+        tensors[K.position_norm(m, "mean")] = norm.mean
+        tensors[K.position_norm(m, "scale")] = norm.scale
+    models: dict[str, dict[str, Any]] = {
         "patchcore": {"bank_size": len(patchcore), "dim": patchcore.dim, "position_weight": patchcore.position_weight},
         "gaussian": {"dim": gaussian.dim, "per_position": gaussian.per_position,
                      "grid": list(gaussian.grid), "block": gaussian.block},
     }
+    for m in norms:
+        models[m]["position_norm"] = True
     if clf is not None:
         tensors[K.CLASSIFIER_DEFECT] = clf_summary.pop("defect_scores")
         tensors.update({K.CLASSIFIER_PREFIX + k: v.detach().numpy().copy() for k, v in clf.state_dict().items()})

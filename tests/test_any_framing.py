@@ -97,5 +97,9 @@ def test_a_lighting_normalised_recipe_judges_structure_not_exposure():
     dim, bright = (np.clip(part * f, 0, 255).astype(np.uint8) for f in (0.7, 1.25))
     a, b = ins.inspect(dim), ins.inspect(bright)
     assert a.decision is not Decision.FAIL and b.decision is not Decision.FAIL
-    assert a.verdict.score_of("patchcore").raw == pytest.approx(b.verdict.score_of("patchcore").raw, rel=0.15)
-    assert ins.inspect(gen.defective(30).image).decision is not Decision.PASS
+    d = ins.inspect(gen.defective(30).image)
+    assert d.decision is not Decision.PASS
+    # exposure moves a model's score (in units of its FAIL limit) far less than a defect does
+    for m in ("patchcore", "gaussian"):
+        sa, sb, sd = (x.verdict.score_of(m).score for x in (a, b, d))
+        assert abs(sa - sb) < 0.5 * (sd - max(sa, sb)), (m, sa, sb, sd)

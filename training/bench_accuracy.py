@@ -38,6 +38,8 @@ ABLATIONS: list[tuple[str, dict, tuple[str, str] | None]] = [
     ("bank 0.5 %, 1024-2048 (the old bank)", {"bank_ratio": 0.005, "bank_min": 1024, "bank_max": 2048}, None),
     ("bank search over 4x more sampled patches", {"bank_pool": 64}, None),
     ("PatchCore without the position term", {"position_weight": 0.0}, None),
+    ("maps not normalised per position (before 2026-12-02: the plain peak)", {"position_norm": False},
+     ("framing", "fixed framing")),
     ("projection to 32 dims (default 64)", {"pca_dim": 32}, None),
     ("lighting normalisation off", {"normalise": "off"}, ("lighting", "normalised")),
     ("base resolution (256 px)", {"resolution": "base"}, ("resolution", "kept")),
