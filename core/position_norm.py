@@ -6,10 +6,10 @@ normal peak of a busy one, and the image score (the map's peak) misses it. On a 
 product each position has its own normal level, measured on the held-out good maps the calibration
 already computes: the map is brought to "how unusual for *this* place", z = (s - mean) / scale.
 
-Measured with one set of defaults on two products (image AUROC of the peak, held-out statistics
-from good images only): PatchCore-style nearest-neighbour distances 0.856 -> 0.952 (ball-screw
-pitting) and 0.943 -> 0.956 (solar cells); the per-position Gaussian, already position-aware,
-0.958 -> 0.959 and 0.953 -> 0.957.
+Measured with ``station-cli evaluate`` and the defaults (image AUROC; statistics from good images
+only): PatchCore 0.912 -> 0.950 on ball-screw pitting and 0.956 -> 0.960 on solar cells; the
+per-position Gaussian, already position-aware, 0.958 -> 0.959 and 0.953 -> 0.956 (the full table
+with this turned off as an ablation: ``docs/BENCHMARKS.md``).
 
 * The scale has a floor (``FLOOR`` x the median scale) so that a position that hardly varies in the
   good images cannot turn a tiny difference into a huge score.
