@@ -6,7 +6,8 @@ fsynced), so neither a crash nor a power cut right after a call loses anything t
 as written (NORMAL in WAL mode can lose the last commits on a power cut). Reviews are append-only
 and an inspection that has reviews cannot be deleted (both enforced by triggers in the database,
 added to an older store when it is opened); the latest review of an inspection is its current
-operator decision.
+operator decision. ``part_id`` is the line's id of the part (sent with a trigger, or to the local
+API), NULL when none came (schema version 2; a version-1 store gets the column when it is opened).
 
 The outbox (``outbox`` table) holds what is still to be sent to the line (a PLC, an MQTT broker):
 one row per (inspection, channel), written in the same transaction as the inspection itself, so a
@@ -36,7 +37,7 @@ from core.types import Decision, Inspection, frozen_mapping
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: inspections.part_id (the line's id of the part)
 REVIEW_DECISIONS = ("good", "defect")
 BUSY_TIMEOUT_MS = 5000
 
@@ -87,6 +88,7 @@ _SCHEMA = (
         latency_ms     REAL,
         mode           TEXT    NOT NULL DEFAULT 'cli',
         error          TEXT,
+        part_id        TEXT,
         CHECK ((decision IS NULL) <> (error IS NULL))
     )
     """,
@@ -131,6 +133,10 @@ _SCHEMA = (
 # Added without a schema version of their own (an older station still opens the store and ignores
 # them): a store created before them gets them when it is opened, in this order.
 _ADDED_LATER = {"inspections_keep_reviewed": _KEEP_REVIEWED, "outbox": _OUTBOX, "idx_outbox_pending": _OUTBOX_PENDING}
+
+# Columns added to a table with a schema version (an older station refuses the store): a store of
+# an older version gets them, in the transaction that raises its version.
+_ADDED_COLUMNS = (("inspections", "part_id", "ALTER TABLE inspections ADD COLUMN part_id TEXT"),)
 
 # Inspection columns plus the latest review (highest review id) of each inspection.
 _SELECT = """
@@ -222,6 +228,7 @@ class StoredInspection:
     error: str | None = None
     review: str | None = None  # the latest operator review: 'good' / 'defect', None when unreviewed
     review_note: str | None = None
+    part_id: str | None = None  # the line's id of the part (a trigger's or the API's), None when none came
 
     def __post_init__(self) -> None:
         if not isinstance(self.scores, type(frozen_mapping({}))):
@@ -235,7 +242,7 @@ class StoredInspection:
     @classmethod
     def of(cls, inspection: Inspection, *, image_path: str | Path | None = None,
            heatmap_path: str | Path | None = None, mode: str = "cli", ts: datetime | str | None = None,
-           id: int | None = None) -> "StoredInspection":
+           id: int | None = None, part_id: str | None = None) -> "StoredInspection":
         v = inspection.verdict
         return cls(
             id=id, ts=utc_iso(ts), source=printable(str(inspection.source)), recipe=inspection.recipe,
@@ -246,13 +253,16 @@ class StoredInspection:
             fused=float(v.fused), image_path=None if image_path is None else printable(str(image_path)),
             heatmap_path=None if heatmap_path in (None, "") else printable(str(heatmap_path)),
             latency_ms=float(inspection.latency_ms), mode=mode,
+            part_id=None if not part_id else printable(str(part_id)),
         )
 
     @classmethod
     def failed(cls, source: str, error: str, *, recipe: str = "", recipe_version: int = 0, mode: str = "batch",
-               ts: datetime | str | None = None, id: int | None = None) -> "StoredInspection":
+               ts: datetime | str | None = None, id: int | None = None,
+               part_id: str | None = None) -> "StoredInspection":
         return cls(id=id, ts=utc_iso(ts), source=printable(str(source)), recipe=recipe,
-                   recipe_version=int(recipe_version), decision=None, mode=mode, error=printable(str(error)))
+                   recipe_version=int(recipe_version), decision=None, mode=mode, error=printable(str(error)),
+                   part_id=None if not part_id else printable(str(part_id)))
 
     @classmethod
     def _from_row(cls, row: sqlite3.Row) -> "StoredInspection":
@@ -265,7 +275,7 @@ class StoredInspection:
             scores={m: StoredScore.decoded(s) for m, s in json.loads(d["scores"]).items()},
             fused=d["fused"], image_path=d["image_path"], heatmap_path=d["heatmap_path"],
             latency_ms=d["latency_ms"], mode=d["mode"], error=d["error"],
-            review=d.get("review"), review_note=d.get("review_note"),
+            review=d.get("review"), review_note=d.get("review_note"), part_id=d.get("part_id"),
         )
 
 
@@ -361,6 +371,7 @@ class ResultsStore:
                 try:
                     for statement in _SCHEMA:
                         conn.execute(statement)
+                    ResultsStore._add_columns(conn)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                     conn.execute("COMMIT")
                 except BaseException:
@@ -371,6 +382,14 @@ class ResultsStore:
                 ResultsStore._add_later_objects(conn)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open results store: {exc}") from exc
+
+    @staticmethod
+    def _add_columns(conn: sqlite3.Connection) -> None:
+        """Inside the transaction that raises the schema version: add the columns a store of an older
+        version lacks (read in the transaction, so a second station opening it meanwhile adds none twice)."""
+        for table, column, sql in _ADDED_COLUMNS:
+            if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+                conn.execute(sql)
 
     @staticmethod
     def _add_later_objects(conn: sqlite3.Connection) -> None:
@@ -458,14 +477,15 @@ class ResultsStore:
         with self._transaction() as conn:
             iid = _rowid(conn.execute(
                 "INSERT INTO inspections (ts, source, recipe, recipe_version, decision, reasons,"
-                " notes, scores, fused, image_path, heatmap_path, latency_ms, mode, error)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " notes, scores, fused, image_path, heatmap_path, latency_ms, mode, error, part_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     utc_iso(rec.ts), rec.source, rec.recipe, int(rec.recipe_version),
                     None if rec.decision is None else Decision(rec.decision).value,
                     json.dumps(list(rec.reasons)), json.dumps(list(rec.notes)),
                     json.dumps({m: s.encoded() for m, s in rec.scores.items()}),
                     rec.fused, rec.image_path, rec.heatmap_path, rec.latency_ms, rec.mode, rec.error,
+                    rec.part_id or None,
                 ),
             ))
             now = utc_iso()

@@ -184,6 +184,7 @@ def record_json(r: StoredInspection) -> dict:
                        "fail_limit": _num(s.band[1])} for m, s in r.scores.items()},
         "fused": _num(r.fused), "latency_ms": _num(r.latency_ms), "mode": r.mode, "error": r.error,
         "image_path": r.image_path, "heatmap_path": r.heatmap_path, "review": r.review, "review_note": r.review_note,
+        "part_id": r.part_id,
     }
 
 
@@ -319,7 +320,7 @@ def create_app(service: InspectionService, jobs: CalibrationJobs, token: AccessT
                           "and the stored inspection's id. ?heatmap=png adds the overlay as base64 PNG. 503 with "
                           "Retry-After when the queue is full.")
     async def inspect(file: UploadFile = File(..., description="the part's image"),
-                      part_id: str | None = Form(None, max_length=200, description="the part's id, stored as its source"),
+                      part_id: str | None = Form(None, max_length=200, description="the part's id, stored with the result"),
                       heatmap: Literal["png"] | None = Query(None, description="'png': also return the overlay")
                       ) -> JSONResponse:
         t0 = time.perf_counter()

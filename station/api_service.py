@@ -182,6 +182,9 @@ class InspectionService:
         self._queued_bytes = 0  # the uploads waiting in the queue, together
         self._in_flight = 0  # parts taken from the queue and not answered yet (decoding, waiting, judged)
         self._count_lock = threading.Lock()
+        self._tally_lock = threading.Lock()  # the counts below only (taken last, held for an increment)
+        self._answered_total = 0  # parts the workers answered (a verdict or an error), since made
+        self._refused_total = 0  # requests refused 503 busy (the queue full), since made
         self._seconds = 0.05  # moving average of a part's time in the worker (Retry-After)
         self._last_unavailable: dict[str, str] = {}
         self.store_problem: str | None = None  # the last write the store refused, None when it works
@@ -340,6 +343,9 @@ class InspectionService:
         return self._queue.full()
 
     def busy_error(self) -> ApiError:
+        """The 503 for a full queue; each call is a refusal (counted, :meth:`counts`)."""
+        with self._tally_lock:
+            self._refused_total += 1
         return ApiError(503, "busy", f"The inspection queue is full ({self._queue.maxsize} parts waiting): "
                                      "try again shortly.", {"Retry-After": str(self.retry_after())})
 
@@ -351,6 +357,13 @@ class InspectionService:
     def _answered(self) -> None:
         with self._count_lock:
             self._in_flight -= 1
+        with self._tally_lock:
+            self._answered_total += 1
+
+    def counts(self) -> tuple[int, int]:
+        """(parts answered, requests refused busy 503) since the service was made: two ints, never waits."""
+        with self._tally_lock:
+            return self._answered_total, self._refused_total
 
     def _run(self) -> None:
         """One inference worker: the uploads in order -> decoded (``core.images``) -> judged -> answered."""
@@ -397,17 +410,17 @@ class InspectionService:
         timings = dict(job.timings)
         timings["waited"] = (t1 - job.enqueued) * 1e3 - timings["queued"] - timings["decode"]
         frame = next(self._frames)
-        source = job.part_id or job.name or f"api-{frame}"
+        source = job.name or f"api-{frame}"  # the file's name; the line's part id has a column of its own
         try:
             inspection = loaded.inspector.inspect(image, source=source, frame_id=frame)
             unavailable = {**loaded.unavailable, **unusable_models(inspection)}
             inspection = judge_without(inspection, unavailable)
         except NoUsableModel as exc:
-            self._failed(source, str(exc), recipe)
+            self._failed(source, str(exc), recipe, job.part_id)
             raise ApiError(503, "no_usable_model", str(exc)) from exc
         except Exception as exc:  # noqa: BLE001 - said to the client in words, the log has the rest
             log.exception("Inspecting %s failed", source)
-            self._failed(source, f"Inspection failed: {exc}", recipe)
+            self._failed(source, f"Inspection failed: {exc}", recipe, job.part_id)
             raise ApiError(500, "inspection_failed", f"The part could not be inspected ({exc}).") from exc
         self._last_unavailable = {m: w for m, w in unavailable.items() if m not in loaded.unavailable}
         t2 = time.perf_counter()
@@ -420,14 +433,14 @@ class InspectionService:
             timings["heatmap"] = (time.perf_counter() - t2) * 1e3
         t3 = time.perf_counter()
         outcome = record(self.context.store, self.context.evidence, inspection, image, self.policy,
-                         original=job.data, blended=blended, writer=self.writer)
+                         original=job.data, blended=blended, writer=self.writer, part_id=job.part_id)
         self.store_problem = outcome.problem if outcome.inspection_id is None else None
         timings["record"] = (time.perf_counter() - t3) * 1e3
         return Judged(inspection, outcome, recipe, unavailable, png, timings, job.part_id)
 
-    def _failed(self, source: str, error: str, recipe: Recipe) -> None:
+    def _failed(self, source: str, error: str, recipe: Recipe, part_id: str | None = None) -> None:
         out = record_failure(self.context.store, source, error, recipe=recipe.product, recipe_version=recipe.version,
-                             mode=MODE)
+                             mode=MODE, part_id=part_id)
         if out.problem:
             self.store_problem = out.problem
 

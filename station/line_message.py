@@ -3,7 +3,8 @@
 Built from the stored inspection row (rows never change), so a retry sends the very same message.
 ``inspection_id`` is the message id: a consumer de-duplicates on (``station``, ``inspection_id``)
 (delivery is at least once). ``seq`` is the channel's running number (1, 2, 3, ...): a gap means a
-message is missing. The schema is documented in docs/LINE_INTEGRATION.md; a change that is not
+message is missing. ``part_id`` is the line's own id of the part when it sent one with the
+trigger (or to the local API), else ``<station>-<inspection_id>``. The schema is documented in docs/LINE_INTEGRATION.md; a change that is not
 purely additive raises ``SCHEMA``. Qt-free.
 """
 from __future__ import annotations
@@ -39,7 +40,7 @@ def result_message(rec: StoredInspection, *, station: str, seq: int | None = Non
         "station": station,
         "inspection_id": int(rec.id),
         "seq": seq,
-        "part_id": f"{station}-{int(rec.id)}",
+        "part_id": rec.part_id or f"{station}-{int(rec.id)}",  # the line's own id, when it sent one
         "source": rec.source,
         "time": rec.ts,
         "verdict": rec.verdict,

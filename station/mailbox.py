@@ -35,6 +35,7 @@ class Job:
     frame: Frame | None = None
     recipe: Any = None
     trigger_id: int | None = None  # set when the frame answers a trigger
+    part_id: str | None = None  # the line's id of the part that trigger named (None: none, or no trigger)
 
 
 class InferenceInbox:
@@ -50,6 +51,7 @@ class InferenceInbox:
         self._mode = mode
         self._policy = policy or RecordPolicy(mode=mode)
         self._trigger_id: int | None = None
+        self._trigger_part: str | None = None
         self._trigger_time = 0.0
         self._last_trigger = 0
         self._stopped = False
@@ -115,14 +117,16 @@ class InferenceInbox:
         with self._cond:
             return self._mode
 
-    def trigger(self) -> int | None:
+    def trigger(self, part_id: str | None = None) -> int | None:
         """Inspect the next frame captured from now on, once. Returns the trigger id, or None
-        when a trigger is still pending (one at a time) or the mode is not triggered."""
+        when a trigger is still pending (one at a time) or the mode is not triggered. ``part_id``:
+        the line's id of the part, handed to the worker with the frame (it is recorded with it)."""
         with self._cond:
             if self._stopped or self._paused or self._mode != TRIGGERED or self._trigger_id is not None:
                 return None
             self._last_trigger += 1
             self._trigger_id = self._last_trigger
+            self._trigger_part = part_id or None
             self._trigger_time = time.time()
             if self._frame is not None:  # captured before the trigger: not the one to judge
                 self._frame = None
@@ -179,8 +183,9 @@ class InferenceInbox:
                         self._frame = None
                         if frame.timestamp >= self._trigger_time:
                             tid, self._trigger_id = self._trigger_id, None
+                            part_id, self._trigger_part = self._trigger_part, None
                             self.taken += 1
-                            return Job("frame", frame=frame, trigger_id=tid)
+                            return Job("frame", frame=frame, trigger_id=tid, part_id=part_id)
                         self.dropped += 1  # captured before the key press
                         continue
                 if deadline is None:

@@ -101,12 +101,14 @@ class RecordOutcome:
 def record(store: ResultsStore | None, evidence: EvidenceFolder | None, inspection: Inspection,
            image: np.ndarray, policy: RecordPolicy, *, source_file: str | None = None,
            original: bytes | None = None, blended: np.ndarray | None = None,
-           index: int | None = None, writer: "EvidenceWriter | None" = None) -> RecordOutcome:
+           index: int | None = None, writer: "EvidenceWriter | None" = None,
+           part_id: str | None = None) -> RecordOutcome:
     """Keep the evidence (if the policy wants it and there is a folder), then store the row (if a store).
 
     ``source_file``: the file the part was read from (batch, CLI); the record points at it when no
     copy is kept. ``original``: that file's bytes, kept as they are. ``blended``: the overlay
     already made for the screen. ``index``: the file's position in a batch (names the evidence).
+    ``part_id``: the line's id of the part (a trigger's, the API's), stored with the row (None: none).
 
     ``writer``: write the evidence afterwards, in that background writer (the local API answers as
     soon as the row exists): the row is stored first WITHOUT evidence paths, and the writer fills
@@ -117,7 +119,8 @@ def record(store: ResultsStore | None, evidence: EvidenceFolder | None, inspecti
     keeps = evidence is not None and policy.keeps_images(inspection.decision.value)
     if (keeps and writer is not None and store is not None and not policy.outbox and source_file is None
             and evidence is not None and not evidence.paused):
-        rec = StoredInspection.of(inspection, image_path=None, heatmap_path=None, mode=policy.mode)
+        rec = StoredInspection.of(inspection, image_path=None, heatmap_path=None, mode=policy.mode,
+                                  part_id=part_id)
         rec, problem = _store(store, rec)
         if rec.id is not None:
             writer.put(_Deferred(store, evidence, inspection, image, policy, rec.id, original, blended, index))
@@ -129,7 +132,8 @@ def record(store: ResultsStore | None, evidence: EvidenceFolder | None, inspecti
         kept, problems = _keep(evidence, inspection, image, policy, original, blended, index)
         if kept is not None:
             image_path, heatmap_path = kept
-    rec = StoredInspection.of(inspection, image_path=image_path, heatmap_path=heatmap_path, mode=policy.mode)
+    rec = StoredInspection.of(inspection, image_path=image_path, heatmap_path=heatmap_path, mode=policy.mode,
+                              part_id=part_id)
     rec, problem = _store(store, rec, policy.outbox)
     return RecordOutcome(rec, " ".join(problems + ([problem] if problem else [])) or None)
 
@@ -241,10 +245,10 @@ class EvidenceWriter:
 
 
 def record_failure(store: ResultsStore | None, source: str, error: str, *, recipe: str = "",
-                   recipe_version: int = 0, mode: str = "batch") -> RecordOutcome:
+                   recipe_version: int = 0, mode: str = "batch", part_id: str | None = None) -> RecordOutcome:
     """A file that could not be inspected: its row says why (decision NULL)."""
-    rec, problem = _store(store, StoredInspection.failed(source, error, recipe=recipe,
-                                                         recipe_version=recipe_version, mode=mode))
+    rec, problem = _store(store, StoredInspection.failed(source, error, recipe=recipe, recipe_version=recipe_version,
+                                                         mode=mode, part_id=part_id))
     return RecordOutcome(rec, problem)
 
 
@@ -267,5 +271,6 @@ class Recorder:
         self.context = context
 
     def record(self, inspection: Inspection, image: np.ndarray, policy: RecordPolicy,
-               blended: np.ndarray | None = None) -> RecordOutcome:
-        return record(self.context.store, self.context.evidence, inspection, image, policy, blended=blended)
+               blended: np.ndarray | None = None, part_id: str | None = None) -> RecordOutcome:
+        return record(self.context.store, self.context.evidence, inspection, image, policy, blended=blended,
+                      part_id=part_id)

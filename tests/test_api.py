@@ -130,13 +130,16 @@ def test_inspect_answers_the_engines_verdict_records_it_and_keeps_the_evidence(a
 
     assert api.service.writer.flush(30)  # the evidence is written after the answer (station.recording)
     rec = api.ctx.store.get_inspection(b["id"])  # the row station.recording wrote
-    assert rec is not None and rec.verdict == "FAIL" and rec.mode == "api" and rec.source == "P-0001"
+    assert rec is not None and rec.verdict == "FAIL" and rec.mode == "api"
+    assert (rec.part_id, rec.source) == ("P-0001", "part.png")  # the line's id in its column, the file as source
+    assert (b["part_id"], b["source"]) == ("P-0001", "part.png")
     assert Path(rec.image_path).read_bytes() == png  # the upload's own bytes, as the station keeps them
     assert Path(rec.heatmap_path).is_file() and rec.heatmap_path.endswith("_heatmap.jpg")
     assert Path(rec.image_path).parent.parent == api.ctx.images_root  # images/<date>/ of the station
 
     plain = api.client.post("/v1/inspect", files={"file": ("g.png", good_png(0))}).json()
     assert "heatmap_png" not in plain and plain["source"] == "g.png" and plain["id"] == b["id"] + 1
+    assert plain["part_id"] is None and api.ctx.store.get_inspection(plain["id"]).part_id is None  # none sent: NULL
 
 
 def test_inspections_are_paged_oldest_first_from_the_store(api):
@@ -377,7 +380,8 @@ def test_twenty_clients_at_once_get_200_or_503_and_every_200_is_stored(api):
     assert len({b["id"] for b in ok}) == len(ok)
     for b in ok:
         rec = api.ctx.store.get_inspection(b["id"])
-        assert rec is not None and rec.verdict == b["decision"] and rec.source == b["part_id"]
+        assert rec is not None and rec.verdict == b["decision"] and rec.part_id == b["part_id"]
+        assert rec.source == b["part_id"].replace("client", "c") + ".png" == b["source"]
     assert api.service.queue_depth == 0
 
 

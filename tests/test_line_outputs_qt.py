@@ -154,8 +154,9 @@ def test_settings_triggers_and_opcua_are_off_by_default_and_saved(qtbot, ctx):
 
 
 def test_opcua_inspect_goes_through_the_live_station_one_trigger_one_record(station, qtbot):
-    """The real LivePipeline in triggered mode: ``Inspect`` (an asyncua client, secured, from its own
-    thread) is taken on the UI thread, gives one record, whose id the nodes then show; paused, the
+    """The real LivePipeline in triggered mode: ``Inspect("P-7")`` (an asyncua client, secured, from its
+    own thread) is taken on the UI thread, gives one record with the part id P-7, whose id and part id
+    the nodes then show; paused, the
     station answers refused with the reason."""
     pytest.importorskip("asyncua")
     import asyncio
@@ -194,6 +195,8 @@ def test_opcua_inspect_goes_through_the_live_station_one_trigger_one_record(stat
                 if what == "inspect":
                     return await c.get_node(ua.NodeId("InspectionStation", ns)).call_method(
                         ua.NodeId("InspectionStation.Inspect", ns), ua.Variant("P-7", ua.VariantType.String))
+                if what == "part":
+                    return await c.get_node(ua.NodeId("InspectionStation.PartId", ns)).read_value()
                 return await c.get_node(ua.NodeId("InspectionStation.InspectionId", ns)).read_value()
 
         def main():
@@ -212,6 +215,8 @@ def test_opcua_inspect_goes_through_the_live_station_one_trigger_one_record(stat
     assert call("inspect") == [True, ""]
     qtbot.waitUntil(lambda: len(recorded) == 1, timeout=10000)
     qtbot.waitUntil(lambda: call("read") == recorded[0], timeout=10000)
+    assert ctx.store.get_inspection(recorded[0]).part_id == "P-7"  # the line's part id, stored with its record
+    assert call("part") == "P-7"  # and sent back in the result
     qtbot.wait(300)
     assert len(recorded) == 1  # one trigger, one record
     p.pause_inspection("test", "a recipe is being trained")

@@ -3,6 +3,7 @@ additive migration), the recording policy, the line settings, the result message
 delivery worker against a fake peer that goes away and comes back."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -12,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from core.store import ResultsStore, StoredInspection, StoreError
+from core.store import SCHEMA_VERSION, ResultsStore, StoredInspection, StoreError
 from core.types import Decision
 from station.context import StationSettings
 from station.line_message import SCHEMA, item_payload, result_message
@@ -99,7 +100,8 @@ def test_an_older_store_gets_the_outbox_when_opened_and_keeps_its_schema_version
     raw = sqlite3.connect(path)
     names = {r[0] for r in raw.execute("SELECT name FROM sqlite_master")}
     assert {"outbox", "idx_outbox_pending", "inspections_keep_reviewed"} <= names
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == 1  # an older station still opens it
+    # objects added later raise no schema version (an older station still opens the store)
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     raw.close()
 
 
@@ -170,6 +172,20 @@ def test_the_result_message_carries_schema_ids_verdict_reasons_scores_and_recipe
     assert (pc["pass_limit"], pc["fail_limit"]) == pytest.approx(out.record.scores["patchcore"].band)
     assert msg["time"] == out.record.ts and msg["time"].endswith("Z")
     assert item_payload(item, "bench-2") == item_payload(store.outbox_pending("mqtt")[0], "bench-2")  # a retry: same bytes
+
+
+def test_the_result_message_carries_the_lines_part_id_when_the_record_has_one(store):
+    s = StationSettings()
+    s.mqtt.enabled = True
+    policy = RecordPolicy.from_settings(s, mode="triggered")
+    out = record(store, None, make_inspection("PASS", source="Camera 0"), IMAGE, policy, part_id="A-000123")
+    plain = record(store, None, make_inspection("PASS", source="Camera 0"), IMAGE, policy)  # Space: none
+    assert (out.record.part_id, plain.record.part_id) == ("A-000123", None)
+    first, second = store.outbox_pending("mqtt")
+    assert first.record.part_id == "A-000123"  # read back from the row the message is built from
+    assert json.loads(item_payload(first, "bench-2"))["part_id"] == "A-000123"
+    assert json.loads(item_payload(second, "bench-2"))["part_id"] == f"bench-2-{plain.inspection_id}"
+    assert result_message(dataclasses.replace(first.record, part_id=""), station="b")["part_id"] == f"b-{first.inspection_id}"
 
 
 # -- the delivery worker ----------------------------------------------------------------------

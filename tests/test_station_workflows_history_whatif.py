@@ -1,6 +1,7 @@
 """History filters and paging; threshold what-if transitions and Apply (a new version)."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -168,3 +169,15 @@ def test_whatif_dialog_counts_and_apply_makes_new_version(qtbot, ctx, tiny_recip
         assert "version 3" in dlg.status.text()
     finally:
         dlg.shutdown()
+
+
+def test_history_source_cell_shows_the_lines_part_id_when_the_record_has_one():
+    from core.store import StoredInspection
+    from station.qt.history import HistoryModel
+
+    rec = StoredInspection(id=1, ts="2024-05-01T12:00:00.000Z", source="/data/cam/part_7.png", recipe="w",
+                           recipe_version=1, decision=None, error="x", part_id="P-7")
+    assert HistoryModel.COLUMNS[4] == "Source"
+    assert HistoryModel._text(rec, 4) == "P-7 (part_7.png)"
+    assert HistoryModel._text(dataclasses.replace(rec, part_id=None), 4) == "part_7.png"
+    assert HistoryModel._text(dataclasses.replace(rec, source=""), 4) == "P-7"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.store import ResultsStore, StoredInspection, StoredScore, StoreError, utc_iso
+from core.store import SCHEMA_VERSION, ResultsStore, StoredInspection, StoredScore, StoreError, utc_iso
 from core.types import Decision, Inspection, ModelScore, ModelState, Reason, Verdict
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
@@ -51,7 +51,8 @@ def test_creates_parent_dirs_wal_and_schema_version(tmp_path):
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert "part_id" in {r[1] for r in raw.execute("PRAGMA table_info(inspections)")}  # a fresh store has it
     raw.close()
 
 
@@ -310,9 +311,9 @@ def test_newer_schema_version_is_refused(tmp_path):
     path = tmp_path / "results.db"
     ResultsStore(path).close()
     raw = sqlite3.connect(path)
-    raw.execute("PRAGMA user_version = 2")
+    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     raw.close()
-    with pytest.raises(StoreError, match="schema version 2"):
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}"):
         ResultsStore(path)
 
 
@@ -350,3 +351,91 @@ def test_atomic_copy_is_complete_or_absent(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         copy_file_atomic(src, tmp_path / "out" / "c.bin")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.bin"]  # no half file, no temporary
+
+
+# -- the line's part id (schema version 2) ---------------------------------------------------------
+
+# A version-1 store as the station wrote it before the part id had a column.
+_V1_INSPECTIONS = """
+CREATE TABLE inspections (
+    id             INTEGER PRIMARY KEY,
+    ts             TEXT    NOT NULL,
+    source         TEXT    NOT NULL DEFAULT '',
+    recipe         TEXT    NOT NULL DEFAULT '',
+    recipe_version INTEGER NOT NULL DEFAULT 0,
+    decision       TEXT    CHECK (decision IN ('PASS', 'FAIL', 'REVIEW')),
+    reasons        TEXT    NOT NULL DEFAULT '[]',
+    notes          TEXT    NOT NULL DEFAULT '[]',
+    scores         TEXT    NOT NULL DEFAULT '{}',
+    fused          REAL,
+    image_path     TEXT,
+    heatmap_path   TEXT,
+    latency_ms     REAL,
+    mode           TEXT    NOT NULL DEFAULT 'cli',
+    error          TEXT,
+    CHECK ((decision IS NULL) <> (error IS NULL))
+)
+"""
+_V1_REVIEWS = """
+CREATE TABLE reviews (
+    id            INTEGER PRIMARY KEY,
+    inspection_id INTEGER NOT NULL REFERENCES inspections (id),
+    ts            TEXT    NOT NULL,
+    decision      TEXT    NOT NULL CHECK (decision IN ('good', 'defect')),
+    note          TEXT    NOT NULL DEFAULT '',
+    operator      TEXT    NOT NULL DEFAULT ''
+)
+"""
+
+
+def _version_1_store(path: Path, *, with_column: bool = False) -> None:
+    raw = sqlite3.connect(path)
+    raw.execute(_V1_INSPECTIONS)
+    raw.execute(_V1_REVIEWS)
+    if with_column:  # another station added it, and was stopped before it raised the version
+        raw.execute("ALTER TABLE inspections ADD COLUMN part_id TEXT")
+    raw.execute("INSERT INTO inspections (ts, source, recipe, recipe_version, decision, mode)"
+                " VALUES ('2024-05-01T12:00:00.000Z', 'cam0', 'bottle', 1, 'REVIEW', 'triggered')")
+    raw.execute("INSERT INTO inspections (ts, source, mode, error)"
+                " VALUES ('2024-05-01T12:00:01.000Z', 'bad.png', 'batch', 'not an image')")
+    raw.execute("INSERT INTO reviews (inspection_id, ts, decision, note) VALUES (1, '2024-05-01T12:01:00.000Z',"
+                " 'good', 'ok')")
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+
+
+@pytest.mark.parametrize("with_column", [False, True])
+def test_a_version_1_store_is_migrated_in_place_and_its_rows_read_back_without_a_part_id(tmp_path, with_column):
+    path = tmp_path / "results.db"
+    _version_1_store(path, with_column=with_column)
+    with ResultsStore(path) as s:
+        old = s.query_inspections(newest_first=False)
+        assert [(r.id, r.source, r.part_id) for r in old] == [(1, "cam0", None), (2, "bad.png", None)]
+        assert (old[0].review, old[0].review_note, old[1].error) == ("good", "ok", "not an image")
+        new = s.add_record(StoredInspection.of(make_inspection(), mode="triggered", part_id="P-1"))
+        assert s.get_inspection(new).part_id == "P-1"
+        s.add_record(StoredInspection.of(make_inspection(Decision.REVIEW)), outbox=("mqtt",))
+        assert s.outbox_pending("mqtt")[0].record.part_id is None  # the outbox came too; Space: no part id
+    raw = sqlite3.connect(path)
+    columns = [r[1] for r in raw.execute("PRAGMA table_info(inspections)")]
+    assert columns.count("part_id") == 1 and columns[-1] == "part_id"
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+    raw.close()
+    with ResultsStore(path) as s:  # opened again: nothing more to do
+        assert [r.part_id for r in s.query_inspections(newest_first=False)] == [None, None, "P-1", None]
+
+
+def test_a_part_id_round_trips_through_every_typed_read(store):
+    iid = store.add_inspection(StoredInspection.of(make_inspection(Decision.REVIEW), mode="batch", ts=T0,
+                                                   part_id="A-000123"))
+    store.add_record(StoredInspection.of(make_inspection(Decision.PASS, source="cam1"), part_id=""))
+    row = store.get_inspection(iid)
+    assert row is not None and row.part_id == "A-000123"
+    assert row == StoredInspection.of(make_inspection(Decision.REVIEW), mode="batch", ts=T0, id=iid,
+                                      part_id="A-000123")  # what was written is what is read
+    assert [r.part_id for r in store.query_inspections(newest_first=False)] == ["A-000123", None]  # "" is none
+    assert [r.part_id for r in store.pending_reviews()] == ["A-000123"]
+    assert store.judged_sources("bottle", 1, mode="batch")["cam0"].part_id == "A-000123"
+    failed = store.add_record(StoredInspection.failed("x.png", "not an image", part_id="B-7"))
+    assert store.get_inspection(failed).part_id == "B-7"

@@ -123,8 +123,9 @@ class HistoryModel(ColumnsTableModel):
         if c == 3:
             review = r.review or ""
             return review + (f" — {r.review_note}" if review and r.review_note else "")
-        if c == 4:
-            return os.path.basename(r.source or "")
+        if c == 4:  # the line's part id first, when it sent one (station/qt/live.py, the local API)
+            name = os.path.basename(r.source or "")
+            return f"{r.part_id} ({name})" if r.part_id and name else (r.part_id or name)
         if c == 5:
             return r.mode or ""
         if c == 6:

@@ -144,7 +144,7 @@ class InferenceWorker(QObject):
                     self._load(job.recipe)
                 else:
                     assert job.frame is not None  # a "frame" job always carries its frame
-                    self._inspect(job.frame, job.trigger_id)
+                    self._inspect(job.frame, job.trigger_id, job.part_id)
         except Exception as exc:  # noqa: BLE001 - the loop itself broke: say so, log it all
             log.exception("The inspection worker stopped")
             self.error_occurred.emit(f"Inspection stopped after an unexpected error: {exc}. Restart the station.")
@@ -194,7 +194,7 @@ class InferenceWorker(QObject):
         log.info("Inspector ready for %s (%s, %.1f s)", label, loaded.backend, loaded.seconds)
         self.recipe_loaded.emit(loaded)
 
-    def _inspect(self, frame: Frame, trigger_id: int | None) -> None:
+    def _inspect(self, frame: Frame, trigger_id: int | None, part_id: str | None = None) -> None:
         taken = time.perf_counter()
         try:
             inspector = self._inspector
@@ -216,7 +216,8 @@ class InferenceWorker(QObject):
             return
         if part is not None and policy.one_per_part and part.event is not PartEvent.NEW_PART:
             return  # continuous mode: the part was recorded when it settled (or there is none)
-        outcome = self._recorder.record(inspection, frame.image, policy, blended=shown)
+        # part_id: the line's id of the part the trigger named, recorded with its row (here, off the UI thread)
+        outcome = self._recorder.record(inspection, frame.image, policy, blended=shown, part_id=part_id)
         if outcome.inspection_id is not None:
             self.inspection_recorded.emit(outcome.inspection_id, inspection)
         if outcome.problem:
@@ -299,8 +300,9 @@ class InferenceController(QObject):
     def set_paused(self, paused: bool) -> None:
         self.inbox.set_paused(paused)
 
-    def trigger(self) -> int | None:
-        return self.inbox.trigger()
+    def trigger(self, part_id: str | None = None) -> int | None:
+        """Triggered mode: inspect the next frame; ``part_id`` (the line's) is recorded with it."""
+        return self.inbox.trigger(part_id)
 
     def cancel_trigger(self) -> bool:
         return self.inbox.cancel_trigger()

@@ -303,8 +303,9 @@ class LivePipeline(QObject):
         """Triggered mode: inspect the next captured frame once. False (and why) when it cannot."""
         return self.request_trigger()[0]
 
-    def request_trigger(self, source: str = "operator") -> tuple[bool, str]:
-        """``trigger`` with its answer: (accepted, why not in words). UI thread only."""
+    def request_trigger(self, source: str = "operator", part_id: str | None = None) -> tuple[bool, str]:
+        """``trigger`` with its answer: (accepted, why not in words). UI thread only. ``part_id``: the
+        line's id of the part (a trigger from the line), recorded with the inspection that answers it."""
         if self._closing:
             return False, "the station is closing"
         if self.mode != TRIGGERED:
@@ -324,7 +325,7 @@ class LivePipeline(QObject):
                         + ("Press Space again when the picture is back." if source == "operator" else
                            f"(The trigger came from {source}.)"))
             return False, f"the camera is down ({name} is not delivering images)"
-        tid = self.inference.trigger()
+        tid = self.inference.trigger(part_id or None)  # the worker records the part id with the row
         if tid is None:
             return False, "the inspection worker did not take the trigger"
         fire = getattr(self.source, "software_trigger", None)
@@ -339,7 +340,7 @@ class LivePipeline(QObject):
         """The line outputs' trigger hook (any thread): ask the UI thread (a queued signal), wait for
         its answer; one it has not started on within ``LINE_TRIGGER_ANSWER_S`` is refused, never lost."""
         if QThread.currentThread() is self.thread():
-            ok, why = self.request_trigger(request.source)
+            ok, why = self.request_trigger(request.source, request.part_id)
             return TriggerAnswer(ok, why)
         if self._closing:
             return TriggerAnswer(False, "the station is closing")
@@ -362,7 +363,7 @@ class LivePipeline(QObject):
         if not fut.set_running_or_notify_cancel():
             return  # the line gave up waiting (and was told so)
         try:
-            ok, why = self.request_trigger(request.source)
+            ok, why = self.request_trigger(request.source, request.part_id)
         except Exception as exc:  # noqa: BLE001 - the line gets an answer whatever happened
             log.exception("A trigger from the line failed")
             fut.set_result(TriggerAnswer(False, f"the station could not take the trigger ({exc})"))
