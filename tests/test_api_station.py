@@ -70,6 +70,11 @@ def test_switched_on_in_settings_the_station_serves_the_api_and_switched_off_it_
     assert r.status_code == 200, r.text
     rec = ctx.store.get_inspection(r.json()["id"])  # the station's own results store
     assert rec is not None and rec.mode == "api" and rec.source == "line.png" and rec.verdict == r.json()["decision"]
+    snap = pipeline.api.snapshot()  # the status bar says so, read from the API's snapshot on the stats timer
+    assert snap.state == "serving" and snap.url == f"http://127.0.0.1:{port}" and snap.answered == 1
+    qtbot.waitUntil(lambda: win.api_status.isVisible()
+                    and win.api_status.text() == f"API: serving 127.0.0.1:{port}", timeout=5000)
+    assert "Parts answered: 1" in win.api_status.toolTip()
 
     again = SettingsDialog(ctx, parent=win)
     qtbot.addWidget(again)
@@ -79,6 +84,7 @@ def test_switched_on_in_settings_the_station_serves_the_api_and_switched_off_it_
     again.accept()
     qtbot.waitUntil(lambda: _health(port) is None, timeout=30000)
     qtbot.waitUntil(lambda: pipeline.api.state == "off", timeout=30000)
+    qtbot.waitUntil(lambda: not win.api_status.isVisible(), timeout=5000)  # off: not shown
 
 
 def test_beyond_loopback_the_token_is_made_on_save_and_shown_once(qtbot, ctx):

@@ -11,6 +11,7 @@ from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QLabel, QMainWindow, QMenu, QMessageBox, QTabWidget, QWidget
 
+from station.api_station import FAILED
 from station.context import StationContext
 from station.live_state import LiveState, SourceState
 from station.mailbox import CONTINUOUS, TRIGGERED
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MENUS = ("File", "Product", "Inspect", "View", "Help")
 NOTICE_MS = 5000  # "Camera back" and similar good news disappear after this
+API_STATUS_MAX_PX = 300  # the API field's text is elided beyond this (a long reason never widens the window)
 
 
 class MainWindow(QMainWindow):
@@ -164,8 +166,11 @@ class MainWindow(QMainWindow):
         # snapshot on the stats timer, so the UI never waits for the network or the store
         self.line_status = plain(QLabel(""))
         self.line_status.hide()
+        # the inspection API (station.api_station), only while switched on: its snapshot, same timer
+        self.api_status = plain(QLabel(""))
+        self.api_status.hide()
         for w in (self.source_status, self.recipe_status, self.fps_status, self.latency_status, self.disk_status,
-                  self.line_status):
+                  self.line_status, self.api_status):
             w.setObjectName("statusField")
             sb.addPermanentWidget(w)
         self._stats_timer = QTimer(self, interval=1000)
@@ -357,8 +362,26 @@ class MainWindow(QMainWindow):
             repolish(self.line_status)
         self.line_status.show()
 
+    def _update_api_status(self) -> None:
+        api = getattr(self.pipeline, "api", None)
+        status = api.snapshot() if api is not None else None
+        label = self.api_status
+        if status is None or not status.words():
+            label.hide()
+            return
+        text = label.fontMetrics().elidedText(status.words(), Qt.TextElideMode.ElideRight, API_STATUS_MAX_PX)
+        if label.text() != text:
+            label.setText(text)
+        label.setToolTip(status.details())
+        level = "error" if status.state == FAILED else ""
+        if label.property("level") != level:
+            label.setProperty("level", level)
+            repolish(label)
+        label.show()
+
     def _update_stats(self) -> None:
         self._update_line_status()
+        self._update_api_status()
         fps, rate, lat = self.live.take_stats()
         self.fps_status.setText(f"Display: {fps:.0f} fps")
         if lat:
