@@ -146,7 +146,11 @@ def normalised_scores(grids: Sequence[np.ndarray], ignore: np.ndarray | None = N
     if not position_norm.usable(len(grids)):
         return None, scores(grids, ignore)
     maps = smoothed_maps(grids, ignore)
-    return PositionNorm.fit(maps, ignore), PositionNorm.leave_one_out_scores(maps, ignore)
+    loo = PositionNorm.leave_one_out_scores(maps, ignore)
+    if not (np.isfinite(loo).all() and np.quantile(loo, 0.5) > 0):
+        # degenerate good maps (near-identical images): nothing to normalise against, keep them plain
+        return None, scores(grids, ignore)
+    return PositionNorm.fit(maps, ignore), loo
 
 
 def typical(grids: Sequence[np.ndarray], ignore: np.ndarray | None = None) -> np.ndarray:

@@ -1,6 +1,7 @@
 """station-cli end to end on a generated MVTec-style dataset (train with defects, inspect, evaluate, benchmark)."""
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,9 @@ def test_inspect_writes_one_csv_row_per_file_and_goes_on_after_bad_files(trained
     assert set(bad) == {"zz_truncated.png", "zz_text.png", "zz_empty.jpg"}
     assert "truncated" in bad["zz_truncated.png"].lower() or "cut short" in bad["zz_truncated.png"].lower()
     ok = [r for r in rows if not r["error"]]
-    assert all(r["verdict"] in {"PASS", "FAIL", "REVIEW"} and float(r["patchcore"]) > 0 and r["classifier"] for r in ok)
+    # scores are in units of each model's FAIL limit; per-position normalised maps can score below 0 (calmer than usual)
+    assert all(r["verdict"] in {"PASS", "FAIL", "REVIEW"} and math.isfinite(float(r["patchcore"])) and r["classifier"]
+               for r in ok)
     # the station's evidence format: the file as it came, <stem>_heatmap.jpg and <stem>.maps.npz
     for r in ok:
         heatmap = Path(r["heatmap"])

@@ -90,3 +90,10 @@ def test_a_fixed_framing_recipe_stores_and_applies_its_normalisation(tmp_path):
     defect = goods[0].copy()
     defect[70:78, 12:20] = 30  # a dark spot on the plain surface
     assert ins.inspect(defect).verdict.score_of("gaussian").score > ins.inspect(goods[1]).verdict.score_of("gaussian").score
+
+
+def test_identical_good_maps_fall_back_to_plain_scores():
+    grids = [np.full((6, 6), 0.7, np.float32) for _ in range(12)]
+    norm, scores = heldout.normalised_scores(grids)
+    assert norm is None
+    assert np.allclose(scores, heldout.scores(grids)) and (scores > 0).all()
