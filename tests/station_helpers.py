@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,27 @@ def make_inspection(decision: str = "PASS", frame_id: int = 0, shape=(32, 32), s
     region = None if decision == "PASS" else (2, 2, 8, 8)
     return Inspection(verdict=verdict, maps=maps, region=region, image_shape=tuple(shape), latency_ms=1.0,
                       recipe="fake", recipe_version=1, source=source, frame_id=frame_id)
+
+
+@contextmanager
+def feeding_frames(ctl, period_s: float = 0.005):
+    """A capture thread putting numbered frames into ``ctl.inbox`` every ``period_s`` until the block ends."""
+    stop = threading.Event()
+
+    def capture():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            ctl.inbox.put_frame(make_frame(i))
+            time.sleep(period_s)
+
+    feeder = threading.Thread(target=capture)
+    feeder.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        feeder.join()
 
 
 def make_frame(frame_id: int, shape=(32, 32), timestamp: float | None = None) -> Frame:

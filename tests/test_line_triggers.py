@@ -257,41 +257,28 @@ def test_a_line_triggered_inspection_is_recorded_with_the_lines_part_id(tmp_path
     ``LivePipeline.request_trigger`` hands it on) to the worker, which records the inspection that
     answers the trigger with it; a trigger without one (Space) stores NULL. The whole live station
     taking an OPC UA ``Inspect("P-7")``: tests/test_line_outputs_qt.py."""
-    import time
     from types import SimpleNamespace
 
     from station.mailbox import TRIGGERED
     from station.qt.inference import InferenceController
     from station.recording import Recorder, RecordPolicy
-    from station_helpers import SlowInspector, FakeRecipe, make_frame
+    from station_helpers import FakeRecipe, SlowInspector, feeding_frames
 
     store = ResultsStore(tmp_path / "results.db")
     recorder = Recorder(SimpleNamespace(store=store, evidence=None))
     ctl = InferenceController(recorder, inspector_factory=lambda r: SlowInspector(0.0), mode=TRIGGERED,
                               policy=RecordPolicy("triggered", outbox=("mqtt",)), threads=1)
     ctl.start()
-    stop = threading.Event()
-
-    def capture():
-        i = 0
-        while not stop.is_set():
-            i += 1
-            ctl.inbox.put_frame(make_frame(i))
-            time.sleep(0.005)
-
-    feeder = threading.Thread(target=capture)
-    feeder.start()
     try:
-        with qtbot.waitSignal(ctl.recipe_loaded, timeout=5000):
-            ctl.set_recipe(FakeRecipe())
-        rows = []
-        for part_id in ("P-9", None, ""):
-            with qtbot.waitSignal(ctl.inspection_recorded, timeout=5000) as blocker:
-                assert ctl.trigger(part_id) is not None
-            rows.append(blocker.args[0])
+        with feeding_frames(ctl):
+            with qtbot.waitSignal(ctl.recipe_loaded, timeout=5000):
+                ctl.set_recipe(FakeRecipe())
+            rows = []
+            for part_id in ("P-9", None, ""):
+                with qtbot.waitSignal(ctl.inspection_recorded, timeout=5000) as blocker:
+                    assert ctl.trigger(part_id) is not None
+                rows.append(blocker.args[0])
     finally:
-        stop.set()
-        feeder.join()
         ctl.stop()
     got = [store.get_inspection(r) for r in rows]
     assert [(r.part_id, r.mode) for r in got] == [("P-9", "triggered"), (None, "triggered"), (None, "triggered")]

@@ -8,7 +8,7 @@ from station.qt.inference import InferenceController
 from station.mailbox import CONTINUOUS, TRIGGERED, InferenceInbox
 from station.recording import RecordPolicy
 
-from station_helpers import FakeRecipe, SlowInspector, make_frame
+from station_helpers import FakeRecipe, SlowInspector, feeding_frames, make_frame
 
 
 def test_inbox_keeps_only_the_newest_frame():
@@ -145,29 +145,17 @@ def test_worker_answers_each_trigger_once(qtbot):
     fake = SlowInspector(delay=0.01)
     ctl = InferenceController(recorder=None, inspector_factory=lambda r: fake, mode=TRIGGERED, threads=1)
     ctl.start()
-    stop = threading.Event()
-
-    def capture():
-        i = 0
-        while not stop.is_set():
-            i += 1
-            ctl.inbox.put_frame(make_frame(i))
-            time.sleep(0.005)
-
-    feeder = threading.Thread(target=capture)
-    feeder.start()
     try:
-        with qtbot.waitSignal(ctl.recipe_loaded, timeout=5000):
-            ctl.set_recipe(FakeRecipe())
-        answers = []
-        for _ in range(3):
-            with qtbot.waitSignal(ctl.inspection_ready, timeout=3000) as blocker:
-                tid = ctl.trigger()
-            answers.append((tid, blocker.args[0].trigger_id))
-        time.sleep(0.1)
+        with feeding_frames(ctl):
+            with qtbot.waitSignal(ctl.recipe_loaded, timeout=5000):
+                ctl.set_recipe(FakeRecipe())
+            answers = []
+            for _ in range(3):
+                with qtbot.waitSignal(ctl.inspection_ready, timeout=3000) as blocker:
+                    tid = ctl.trigger()
+                answers.append((tid, blocker.args[0].trigger_id))
+            time.sleep(0.1)
     finally:
-        stop.set()
-        feeder.join()
         ctl.stop()
     assert answers == [(1, 1), (2, 2), (3, 3)]
     assert len(fake.seen) == 3
