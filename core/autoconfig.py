@@ -150,11 +150,7 @@ def _race_one(images: Sequence[np.ndarray], framing: preprocess.Framing, config,
     folds = heldout.GaussianFolds.fit(feats, 4, per_position, block, config.seed)
     idx = np.arange(len(feats))
     grids = {"patchcore": heldout.patchcore_grids(pc, feats, idx), "gaussian": heldout.gaussian_grids(folds, feats, idx)}
-    held, norms = {}, {}
-    for m, g in grids.items():  # scored as the recipe will be (core.position_norm on fixed framing)
-        norm, held[m] = heldout.normalised_scores(g) if per_position and config.position_norm else (None, heldout.scores(g))
-        if norm is not None:
-            norms[m] = norm
+    held, norms = heldout.model_scores(grids, None, per_position and config.position_norm)  # as the recipe will be
     if tick:
         tick(0.6)
     syn = selfcheck.synthetic_scores({int(i): im for i, im in enumerate(images)}, framing, embedding, pc, folds,

@@ -13,7 +13,7 @@ image ``i``, so the synthetic-defect check is held out too.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -137,6 +137,19 @@ def scores(grids: Sequence[np.ndarray], ignore: np.ndarray | None = None,
 def smoothed_maps(grids: Sequence[np.ndarray], ignore: np.ndarray | None = None) -> list[np.ndarray]:
     """The smoothed grids as inspection computes them (ignored cells zeroed before and after)."""
     return [anomaly_map.smoothed_map(g, ignore, FEATURE_STRIDE) for g in grids]
+
+
+def model_scores(grids: Mapping[str, Sequence[np.ndarray]], ignore: np.ndarray | None, normalise: bool
+                 ) -> tuple[dict[str, np.ndarray], dict[str, PositionNorm]]:
+    """Held-out image scores of each model's good grids and the per-position normalisations fitted
+    on them (``normalise``: fixed framing with normalisation on; otherwise plain peaks, no norms)."""
+    held: dict[str, np.ndarray] = {}
+    norms: dict[str, PositionNorm] = {}
+    for m, g in grids.items():
+        norm, held[m] = normalised_scores(g, ignore) if normalise else (None, scores(g, ignore))
+        if norm is not None:
+            norms[m] = norm
+    return held, norms
 
 
 def normalised_scores(grids: Sequence[np.ndarray], ignore: np.ndarray | None = None

@@ -63,28 +63,28 @@ class PositionNorm:
         floor = max(FLOOR * float(np.median(scale[valid])), 1e-6)
         return mean, np.maximum(scale, floor)
 
+    @staticmethod
+    def _sums(maps: Sequence[np.ndarray], ignore: np.ndarray | None):
+        """(stacked maps, sum, sum of squares, the cells that count) in float64."""
+        a = np.stack([np.asarray(m, np.float64) for m in maps])
+        valid = np.ones(a.shape[1:], bool) if ignore is None or ignore.all() else ~ignore
+        return a, a.sum(0), (a * a).sum(0), valid
+
     @classmethod
     def fit(cls, maps: Sequence[np.ndarray], ignore: np.ndarray | None = None) -> "PositionNorm":
         """Statistics of smoothed held-out good maps (all of one grid)."""
-        a = np.stack([np.asarray(m, np.float64) for m in maps])
-        valid = np.ones(a.shape[1:], bool) if ignore is None else ~ignore
-        if not valid.any():
-            valid = np.ones(a.shape[1:], bool)
-        mean, scale = cls._stats(a.sum(0), (a * a).sum(0), float(len(a)), valid)
+        a, s1, s2, valid = cls._sums(maps, ignore)
+        mean, scale = cls._stats(s1, s2, float(len(a)), valid)
         return cls(mean.astype(np.float32), scale.astype(np.float32))
 
-    @staticmethod
-    def leave_one_out_scores(maps: Sequence[np.ndarray], ignore: np.ndarray | None = None) -> np.ndarray:
+    @classmethod
+    def leave_one_out_scores(cls, maps: Sequence[np.ndarray], ignore: np.ndarray | None = None) -> np.ndarray:
         """Each map's image score (peak z) under statistics fitted on all the other maps."""
-        a = np.stack([np.asarray(m, np.float64) for m in maps])
+        a, s1, s2, valid = cls._sums(maps, ignore)
         n = len(a)
-        valid = np.ones(a.shape[1:], bool) if ignore is None else ~ignore
-        if not valid.any():
-            valid = np.ones(a.shape[1:], bool)
-        s1, s2 = a.sum(0), (a * a).sum(0)
         out = np.empty(n, np.float64)
         for i in range(n):
-            mean, scale = PositionNorm._stats(s1 - a[i], s2 - a[i] * a[i], float(n - 1), valid)
+            mean, scale = cls._stats(s1 - a[i], s2 - a[i] * a[i], float(n - 1), valid)
             out[i] = float(((a[i] - mean) / scale)[valid].max())
         return out
 

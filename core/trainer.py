@@ -42,7 +42,6 @@ from .networks import DefectClassifier
 from .gaussian import block_size
 from .images import ImageError, encode_png, load_image, to_rgb8
 from .patchcore import POSITION_WEIGHT
-from .position_norm import PositionNorm
 from .recipe import SCHEMA_VERSION, Recipe, TensorKey, check_product_name, now_iso
 
 log = logging.getLogger(__name__)
@@ -281,12 +280,7 @@ def train_recipe(
     clock.tick(0.3)
     grids["gaussian"] = heldout.gaussian_grids(folds, cal_feats, cal_idx)
     # fixed framing: each position's own normal level (core.position_norm); held-out scores leave-one-out
-    norms: dict[str, PositionNorm] = {}
-    held = {}
-    for m, g in grids.items():
-        norm, held[m] = heldout.normalised_scores(g, ignore) if framing.fixed and config.position_norm else (None, heldout.scores(g, ignore))
-        if norm is not None:
-            norms[m] = norm
+    held, norms = heldout.model_scores(grids, ignore, framing.fixed and config.position_norm)
     pc_typical = heldout.typical(grids["patchcore"], ignore)
     if clf is not None:
         held["classifier"] = np.maximum(clf_summary.pop("good_scores")[cal_idx], 1e-6)
