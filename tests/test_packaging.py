@@ -119,6 +119,17 @@ def app_folders(home: Path, env: dict) -> list[Path]:
     return [p.relative_to(home) for p in mine]
 
 
+def _stop(proc: subprocess.Popen) -> str:
+    """SIGTERM the installed app (killed if it has not gone within 30 s); its output."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
 def written_outside_the_app(home: Path, env: dict) -> list[str]:
     """Files and links under ``home`` that are none of :func:`app_folders` (sorted, relative to HOME)."""
     return _offline_trace().written_outside(home, own=app_folders(home, env))
@@ -389,12 +400,7 @@ def test_installed_app_writes_only_to_the_user_folders(installed, tmp_path):
     try:
         rows = wait_for_rows(store, 5, proc, timeout_s=180, every_s=1.0)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = _stop(proc)
     assert rows >= 5, f"the installed station recorded {rows} inspections; its output:\n{out[-4000:]}"
     data = installed.data_dir
     assert (data / "recipes" / "demo-bracket" / "v0001" / "manifest.json").is_file()  # the bundled one, copied in
@@ -438,12 +444,7 @@ def test_installed_app_serves_the_inspection_api(installed, tiny_recipe_path, tm
         answer = httpx.post(f"http://127.0.0.1:{port}/v1/inspect", files={"file": ("p.png", part)}, timeout=60)
         assert answer.status_code == 200 and answer.json()["stored"], answer.text
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = _stop(proc)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal it caught (its exit status)
     assert proc.returncode in (0, -signal.SIGTERM), out[-4000:]
     assert "Traceback" not in out, out[-4000:]
